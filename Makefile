@@ -1,0 +1,68 @@
+# synthvox: every target installs what it needs into a local virtual environment (.venv).
+# Override on the command line, e.g. `make synth-shards SAMPLES=1000000 SCHEDULER=tcp://host:8786`.
+
+PYTHON   ?= python3
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+PIP      := $(PY) -m pip
+SYNTHVOX := $(VENV)/bin/synthvox
+STAMP    := $(VENV)/.installed
+
+OUT       ?= out
+SIZE      ?= 64
+SAMPLES   ?= 64
+TASK_SIZE ?= 16
+FORMATS   ?= wds
+SCHEDULER ?=
+CONFIG    ?=
+STEPS     ?= 200
+CROP      ?= 32
+CKPT      ?= bundled
+STORE     ?= $(OUT)/store
+RUN       ?= $(OUT)/run
+
+.PHONY: setup test test-slow demo bench synth-shards pretrain eval data clean help
+
+help:
+	@echo "make demo         the whole flow on embedded defaults (installs into $(VENV))"
+	@echo "make test         install and run the default test tier"
+	@echo "make test-slow    the slow test tier"
+	@echo "make bench        benchmarks, appended to benchmarks/RESULTS.md"
+	@echo "make synth-shards SAMPLES=N [SCHEDULER=tcp://..] [FORMATS=wds,zarr] [SIZE=D]"
+	@echo "make pretrain     STORE=.. RUN=.. [STEPS=N] [CROP=C]"
+	@echo "make eval         CKPT=..  the real-data evaluation and report"
+
+$(STAMP): pyproject.toml setup.py constraints.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[test,data]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q --durations=20
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q --durations=20 -m slow
+
+demo: $(STAMP)
+	$(SYNTHVOX) demo --out $(OUT)/demo
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+synth-shards: $(STAMP)
+	$(SYNTHVOX) synth-shards --out $(STORE) --samples $(SAMPLES) --task-size $(TASK_SIZE) \
+		--size $(SIZE) --formats $(FORMATS) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
+		$(if $(CONFIG),--config $(CONFIG))
+
+pretrain: $(STAMP)
+	$(SYNTHVOX) pretrain --store $(STORE) --out $(RUN) --steps $(STEPS) --crop $(CROP) \
+		$(if $(CONFIG),--config $(CONFIG))
+
+eval: $(STAMP)
+	$(SYNTHVOX) eval --ckpt $(CKPT) --out $(OUT)/eval
+
+clean:
+	rm -rf $(OUT)

@@ -1,0 +1,1 @@
+"""synthvox benchmarks: `make bench` runs them and appends results to benchmarks/RESULTS.md."""

@@ -1,0 +1,46 @@
+"""Config of the appearance stage: one random look per view (reference defaults)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..configbase import require, require_range
+
+__all__ = ["AppearanceConfig"]
+
+
+@dataclass(frozen=True)
+class AppearanceConfig:
+    mean: tuple[float, float] = (25.0, 255.0)       # per-label GMM mean (0..255 scale)
+    std: tuple[float, float] = (5.0, 20.0)          # per-label GMM std
+    background_zero_p: float = 0.25                 # background stays 0
+    texture_std: tuple[float, float] = (0.0, 5.0)   # per-scale std of the coarse grids
+    texture_amplitude: float = 0.02                 # image * (1 + a * noise)
+    texture_scales: tuple[int, ...] = (4, 8, 16, 32)
+    bias_p: float = 0.98
+    bias_max: float = 0.075
+    spikes_p: float = 0.2
+    gamma_p: float = 0.5
+    gamma: tuple[float, float] = (0.5, 2.0)
+    blur_p: float = 0.5
+    blur_sigma_max: float = 0.33                    # voxels
+    gibbs_p: float = 0.5
+    gibbs_alpha_max: float = 0.33
+    sharpen_p: float = 0.25
+    lowres_p: float = 0.33
+    lowres_factor: tuple[float, float] = (1.0, 4.0)
+    noise_p: float = 0.5
+    noise_std: tuple[float, float] = (0.0, 0.05)    # on the [0, 1] scale
+
+    def __post_init__(self) -> None:
+        require_range("appearance.mean", self.mean, lo=0)
+        require_range("appearance.std", self.std, lo=0)
+        require_range("appearance.texture_std", self.texture_std, lo=0)
+        require_range("appearance.gamma", self.gamma, lo=1e-3)
+        require_range("appearance.lowres_factor", self.lowres_factor, lo=1.0)
+        require_range("appearance.noise_std", self.noise_std, lo=0)
+        for name in ("background_zero_p", "bias_p", "spikes_p", "gamma_p", "blur_p", "gibbs_p",
+                     "sharpen_p", "lowres_p", "noise_p"):
+            v = getattr(self, name)
+            require(0.0 <= v <= 1.0, f"appearance.{name} = {v} must be a probability in [0, 1]")
+        require(len(self.texture_scales) >= 1 and all(s >= 1 for s in self.texture_scales),
+                f"appearance.texture_scales = {list(self.texture_scales)} must be positive integers")
