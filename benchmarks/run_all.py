@@ -6,7 +6,9 @@ import sys
 import time
 
 #: module names under benchmarks/, in order; each has main(argv=None)
-BENCHMARKS: list[str] = []
+BENCHMARKS: list[str] = [
+    "bench_templates",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,9 +30,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("synthvox.cli.downstream_cmds:features", "Dense features of a NIfTI volume from a checkpoint."),
     "register": ("synthvox.cli.downstream_cmds:register", "Deformable registration of a moving image to a fixed one."),
     "register-batch": ("synthvox.cli.downstream_cmds:register_batch", "Register every pair of a Learn2Reg-style pairs file."),
-    "fewshot": ("synthvox.cli.downstream_cmds:fewshot", "Few-shot segmentation fine-tuning and evaluation."),
-    "report": ("synthvox.cli.downstream_cmds:report", "Markdown and HTML report from results records."),
-    "eval": ("synthvox.cli.downstream_cmds:eval_cmd", "The real-data evaluation of a checkpoint (make eval)."),
+    "fewshot": ("synthvox.cli.eval_cmds:fewshot", "Few-shot segmentation fine-tuning and evaluation."),
+    "report": ("synthvox.cli.eval_cmds:report", "Markdown and HTML report from results records."),
+    "eval": ("synthvox.cli.eval_cmds:eval_cmd", "The real-data evaluation of a checkpoint (make eval)."),
     # the whole flow
     "demo": ("synthvox.cli.demo_cmds:demo", "The whole flow end to end on embedded defaults."),
 }
