@@ -40,16 +40,16 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 
 setup: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) data
 	$(PY) -m pytest -q --durations=20
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) data
 	$(PY) -m pytest -q --durations=20 -m slow
 
-demo: $(STAMP)
+demo: $(STAMP) data
 	$(SYNTHVOX) demo --out $(OUT)/demo
 
-bench: $(STAMP)
+bench: $(STAMP) data
 	$(PY) -m benchmarks.run_all
 
 synth-shards: $(STAMP)
@@ -61,8 +61,18 @@ pretrain: $(STAMP)
 	$(SYNTHVOX) pretrain --store $(STORE) --out $(RUN) --steps $(STEPS) --crop $(CROP) \
 		$(if $(CONFIG),--config $(CONFIG))
 
-eval: $(STAMP)
+eval: $(STAMP) data
 	$(SYNTHVOX) eval --ckpt $(CKPT) --out $(OUT)/eval
+
+# Real data for examples, tests and the demo: Debian's mricron-data (Colin27 + AAL) where apt
+# works; nilearn's MNI152 files come with the Python install either way.
+MRICRON := /usr/share/mricron/templates/ch2bet.nii.gz
+data:
+	@if [ -f $(MRICRON) ]; then echo "mricron-data: installed"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -q mricron-data >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q mricron-data >/dev/null 2>&1)) \
+		&& echo "mricron-data: installed with apt" || echo "mricron-data: apt failed; using nilearn's MNI152 data alone"; \
+	else echo "mricron-data: not installable here (needs root apt); using nilearn's MNI152 data alone"; fi
 
 clean:
 	rm -rf $(OUT)

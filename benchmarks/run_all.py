@@ -8,6 +8,8 @@ import time
 #: module names under benchmarks/, in order; each has main(argv=None)
 BENCHMARKS: list[str] = [
     "bench_templates",
+    "bench_ensemble",
+    "bench_engine",
 ]
 
 

@@ -18,7 +18,8 @@ class EnsembleConfig:
     scale: tuple[float, float] = (0.5, 1.5)         # per-axis scale factor
     rotation_deg: float = 180.0                     # U(-r, r) per axis
     shear: float = 0.5                              # U(-s, s) per off-diagonal term
-    translation: float = 5.0                        # +- voxels at 128 (scaled)
+    translation: float = 5.0                        # +- voxels at 128 (scaled), jitter on the centre
+    centre_range: tuple[float, float] = (0.1, 0.9)  # shape centres U(lo, hi) * side per axis
     flip_p: float = 0.5                             # per axis
     median_smoothing: bool = True                   # 3x3x3 majority/median of the label map
     foreground_p: float = 2.0 / 3.0                 # warped-sphere foreground mask
@@ -27,10 +28,12 @@ class EnsembleConfig:
     foreground_warp_std: tuple[float, float] = (1.0, 5.0)   # voxels at 128
     envelope_p: float = 0.5                         # of masked volumes
     envelope_thickness: tuple[float, float] = (2.0, 4.0)    # voxels at 128
+    compact_labels: bool = True                     # renumber present ids to 1..K (order kept)
 
     def __post_init__(self) -> None:
         require_range("ensemble.shapes", self.shapes, lo=1)
         require_range("ensemble.scale", self.scale, lo=1e-3)
+        require_range("ensemble.centre_range", self.centre_range, lo=0, hi=1)
         require_range("ensemble.foreground_radius", self.foreground_radius, lo=0)
         require_range("ensemble.foreground_warp_std", self.foreground_warp_std, lo=0)
         require_range("ensemble.envelope_thickness", self.envelope_thickness, lo=0)
@@ -40,6 +43,8 @@ class EnsembleConfig:
         require(self.rotation_deg >= 0, f"ensemble.rotation_deg = {self.rotation_deg} must be >= 0")
         require(self.shear >= 0, f"ensemble.shear = {self.shear} must be >= 0")
         require(self.translation >= 0, f"ensemble.translation = {self.translation} must be >= 0")
+        require(self.foreground_offset >= 0,
+                f"ensemble.foreground_offset = {self.foreground_offset} must be >= 0")
 
     @property
     def max_labels(self) -> int:

@@ -1,0 +1,45 @@
+"""Gibbs ringing: keep only the k-space inside a sphere of radius (1 - alpha) * r_max.
+
+r_max is the distance from the centre of k-space to its corner, so alpha = 0 keeps every
+frequency (the identity; MONAI's GibbsNoise uses max(shape) * sqrt(2) / 2, which already cuts
+the corners of a 3D spectrum at alpha = 0). alpha U(0, gibbs_alpha_max).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import AppearanceConfig
+
+__all__ = ["sample_gibbs", "apply_gibbs", "gibbs_mask", "is_neutral_gibbs"]
+
+
+def sample_gibbs(cfg: AppearanceConfig, rng: np.random.Generator) -> dict[str, Any] | None:
+    """alpha, or None (p = 1 - gibbs_p)."""
+    if not rng.random() < cfg.gibbs_p:
+        return None
+    return {"alpha": float(rng.uniform(0.0, cfg.gibbs_alpha_max))}
+
+
+def is_neutral_gibbs(params: dict[str, Any] | None) -> bool:
+    return params is None or params["alpha"] <= 0
+
+
+def gibbs_mask(shape: tuple[int, int, int], freqs: list[torch.Tensor], params: dict[str, Any]) -> torch.Tensor:
+    """(D, H, W // 2 + 1) bool mask of the rfft spectrum."""
+    r_max = math.sqrt(sum((n / 2.0) ** 2 for n in shape))
+    radius = (1.0 - params["alpha"]) * r_max
+    kd, kh, kw = ((f * n) ** 2 for f, n in zip(freqs, shape))
+    # float64 on the small 2D plane, then one float32 comparison over the spectrum
+    plane = (kd[:, None] + kh[None, :]).to(torch.float32)
+    return (plane[:, :, None] + kw.to(torch.float32)[None, None, :]) <= radius * radius
+
+
+def apply_gibbs(volume: torch.Tensor, params: dict[str, Any] | None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gibbs ringing alone (one FFT round trip); None or alpha 0 is the identity."""
+    from .kspace import apply_kspace
+
+    return apply_kspace(volume, {"gibbs": params})

@@ -1,0 +1,54 @@
+"""Per-label Gaussian intensities (the "GMM" step): the first step of every view.
+
+Each label id gets a mean U(mean) and a std U(std) on the 0..255 scale; with probability
+`background_zero_p` the background (label 0) stays exactly 0. The volume is then clipped at
+0 and min-max rescaled to [0, 1]. Intensities come from a lookup-table gather (one pass over
+the voxels, no per-label loop).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._ops import minmax_rescale
+from .config import AppearanceConfig
+
+__all__ = ["sample_gmm", "apply_gmm"]
+
+
+def sample_gmm(cfg: AppearanceConfig, rng: np.random.Generator, n_labels: int) -> dict[str, Any]:
+    """Means and stds for label ids 0..n_labels (lists of n_labels + 1 floats)."""
+    if n_labels < 0:
+        raise ValueError(f"n_labels must be >= 0, got {n_labels}")
+    means = rng.uniform(cfg.mean[0], cfg.mean[1], n_labels + 1)
+    stds = rng.uniform(cfg.std[0], cfg.std[1], n_labels + 1)
+    background_zero = bool(rng.random() < cfg.background_zero_p)
+    if background_zero:
+        means[0] = 0.0
+        stds[0] = 0.0
+    return {"means": [float(v) for v in means], "stds": [float(v) for v in stds], "background_zero": background_zero}
+
+
+def apply_gmm(labels: torch.Tensor, params: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+    """(D, H, W) integer labels -> float32 (D, H, W) in [0, 1]: mean[l] + std[l] * N(0, 1), clipped, rescaled.
+
+    Draws one standard normal per voxel from `generator` (on the labels' device).
+    """
+    device = labels.device
+    means = torch.tensor(params["means"], dtype=torch.float32, device=device)
+    stds = torch.tensor(params["stds"], dtype=torch.float32, device=device)
+    idx = labels if labels.dtype == torch.int64 else labels.long()
+    lo, top = (int(v) for v in torch.aminmax(idx)) if idx.numel() else (0, 0)
+    if top >= means.numel() or lo < 0:
+        raise ValueError(
+            f"labels hold id {top} but the appearance parameters cover ids 0..{means.numel() - 1}; "
+            "sample them with n_labels >= the largest label id"
+        )
+    x = torch.randn(labels.shape, generator=generator, device=device, dtype=torch.float32)
+    # lookup-table gathers (index_select on the flat labels: ~2x faster than torch.take on
+    # CPU), applied in place on the fresh noise tensor
+    flat = idx.reshape(-1)
+    x.view(-1).mul_(stds.index_select(0, flat)).add_(means.index_select(0, flat))
+    return minmax_rescale(x.clamp_(min=0.0), inplace=True)

@@ -1,0 +1,60 @@
+"""Render drawn ensemble parameters into a label map: place, smooth, mask, compact."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .mask import inside_box, mask_with, warped_radius
+from .params import EnsembleParams
+from .place import place_shapes
+from .smooth import majority3
+
+__all__ = ["apply_ensemble", "compact_ids"]
+
+
+def compact_ids(labels: torch.Tensor, max_id: int) -> torch.Tensor:
+    """Renumber the ids present in `labels` (0..max_id) to 0..K keeping their order; int64.
+
+    0 stays 0; the k-th smallest present foreground id becomes k.
+    """
+    counts = torch.bincount(labels.view(-1), minlength=max_id + 1)
+    present = counts > 0
+    present[0] = True
+    lut = present.cumsum(0) - 1                       # int64: the output dtype directly
+    ix = labels.view(-1).to(torch.int32 if labels.dtype != torch.int64 else torch.int64)
+    return lut.index_select(0, ix).view(labels.shape)
+
+
+def apply_ensemble(params: EnsembleParams, bank: Any, size: int, generator: torch.Generator,
+                   device: str | torch.device = "cpu") -> torch.Tensor:
+    """The (size, size, size) int64 label map of `params` on `device` (0 = background).
+
+    Deterministic in (params, bank content, generator state); the generator supplies only
+    the foreground-mask warp noise and may live on `device` or on the CPU (a CPU generator
+    makes the labels the same on every device; everything else is integer arithmetic). Ids: shape k -> k + 1, the envelope ->
+    n_shapes + 1; with `params.compact` the ids present are renumbered 1..K in that order,
+    so the map's maximum is its foreground label count. Always <= params.max_labels.
+    """
+    if size != params.size:
+        raise ValueError(f"ensemble params were drawn for size {params.size}, asked to render size {size}; "
+                         "draw them with sample_ensemble(cfg, size, ...) for this size")
+    device = torch.device(device)
+    labels = place_shapes(params, bank, device)
+    fg = params.foreground
+    f = warped_radius(fg, size, generator, device) if fg is not None else None
+    if params.smoothing:
+        if f is None:
+            labels = majority3(labels)
+        else:
+            # only voxels inside the mask keep their label: smooth just the mask's bounding box
+            # grown by one voxel, where every kept voxel sees its whole 3x3x3 window (identical
+            # to smoothing the whole volume, at about half the cost)
+            box = inside_box(f, margin=1)
+            if box is not None:
+                labels[box] = majority3(labels[box].contiguous())
+    if f is not None:
+        mask_with(labels, f, fg, params.n_shapes + 1)
+    if params.compact:
+        return compact_ids(labels, params.max_labels)
+    return labels.long()

@@ -1,0 +1,110 @@
+"""The warped-sphere foreground mask and its envelope shell.
+
+The mask is `f(x) < 0` with the warped signed radius
+
+    f(p) = |p + u(p) - c| - r,
+
+where `u` is a smooth multi-scale random displacement: for each scale s (8, 16, 32 voxels
+at 128, scaled with the side) a grid of spacing ~s of N(0, std_s^2) vectors, drawn from the
+torch generator and upsampled trilinearly. The envelope is the shell `0 <= f < t` just outside
+the mask, i.e. about `t` voxels thick (|grad f| ~ 1), which replaces a costly dilation
+(a 9x9x9 max-pool costs 0.7 s at 128^3).
+
+Cost: `f` is evaluated on a coarse grid (spacing ~4 voxels at 128; exact up to the
+trilinear interpolation of an already smooth field) and upsampled to full resolution with
+three separable linear passes, instead of 3-channel full-resolution warps.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .params import REF_SIDE, ForegroundParams
+
+__all__ = ["warped_radius", "apply_foreground", "mask_with", "inside_box"]
+
+_EVAL_SPACING = 4.0   # coarse evaluation spacing of f, voxels at 128
+
+
+def _n_points(size: int, spacing: float) -> int:
+    return int(min(size, max(2, round((size - 1) / max(spacing, 1.0)) + 1)))
+
+
+def _upsample_axis(a: torch.Tensor, ax: int, size: int) -> torch.Tensor:
+    """Linear interpolation along `ax` from its n points (spanning [0, size-1]) to `size`."""
+    n = a.shape[ax]
+    if n == size:
+        return a
+    t = torch.arange(size, device=a.device, dtype=torch.float64) * ((n - 1) / max(size - 1, 1))
+    i0 = t.floor().clamp_(max=n - 2).long()
+    w = (t - i0).to(a.dtype)
+    shape = [1, 1, 1]
+    shape[ax] = size
+    a0 = a.index_select(ax, i0)
+    a1 = a.index_select(ax, i0 + 1)
+    return torch.lerp(a0, a1, w.view(shape), out=a0)
+
+
+def warped_radius(fg: ForegroundParams, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(size, size, size) float32 field f on `device`: < 0 inside the mask, ~ distance outside.
+
+    The noise (~17k values at 128^3) is drawn on the generator's own device: pass a CPU
+    generator to get the same mask whatever `device` renders (CUDA's Philox stream differs
+    from the CPU's); the remaining float32 interpolation can differ between devices only in
+    the last ulp, i.e. for voxels within ~1e-6 voxel of the mask surface.
+    """
+    n = _n_points(size, _EVAL_SPACING * size / REF_SIDE)
+    u = torch.zeros(3, n, n, n, dtype=torch.float32, device=device)
+    for s, std in zip(fg.warp_scales, fg.warp_std):
+        k = _n_points(size, s)
+        # drawn where the generator lives: a CPU generator gives the same noise on every device
+        g = torch.randn(1, 3, k, k, k, generator=generator, device=generator.device, dtype=torch.float32)
+        g = g.to(device).mul_(float(std))
+        u += F.interpolate(g, size=(n, n, n), mode="trilinear", align_corners=True)[0]
+    p = torch.linspace(0.0, size - 1.0, n, device=device, dtype=torch.float32)
+    c = torch.tensor(fg.centre, dtype=torch.float32, device=device)
+    d2 = torch.zeros(n, n, n, dtype=torch.float32, device=device)
+    for ax in range(3):
+        shape = [1, 1, 1]
+        shape[ax] = n
+        d = u[ax] + (p - c[ax]).view(shape)
+        d2 += d * d
+    f = d2.sqrt_().sub_(float(fg.radius))
+    for ax in (2, 1, 0):   # the largest pass last
+        f = _upsample_axis(f, ax, size)
+    return f
+
+
+def inside_box(f: torch.Tensor, margin: int = 1) -> tuple[slice, slice, slice] | None:
+    """Bounding box of `f < 0` grown by `margin` voxels (clipped), or None when empty."""
+    inside = f < 0
+    box = []
+    for ax in range(3):
+        other = tuple(a for a in range(3) if a != ax)
+        idx = inside.any(dim=other).nonzero()
+        if idx.numel() == 0:
+            return None
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        box.append(slice(max(0, lo - margin), min(f.shape[ax], hi + margin)))
+    return box[0], box[1], box[2]
+
+
+def mask_with(labels: torch.Tensor, f: torch.Tensor, fg: ForegroundParams, envelope_id: int) -> torch.Tensor:
+    """Zero `labels` where f >= 0 and paint the shell 0 <= f < thickness (if drawn); in place."""
+    outside = f >= 0
+    labels.masked_fill_(outside, 0)
+    if fg.envelope:
+        shell = f < float(fg.envelope_thickness)
+        shell.logical_and_(outside)
+        labels.masked_fill_(shell, envelope_id)
+    return labels
+
+
+def apply_foreground(labels: torch.Tensor, fg: ForegroundParams, envelope_id: int,
+                     generator: torch.Generator) -> torch.Tensor:
+    """Zero `labels` outside the warped sphere; paint the envelope shell with `envelope_id`.
+
+    In place on `labels` ((D, H, W) integer, D = H = W); returns it.
+    """
+    f = warped_radius(fg, labels.shape[0], generator, labels.device)
+    return mask_with(labels, f, fg, envelope_id)

@@ -1,0 +1,117 @@
+"""Write rendered samples to disk: one sample as .npz, PNG montages of a few samples.
+
+Montage layout (one PNG per sample): rows = labels (in colour) then every view; columns =
+the three mid-slices, axial (k = W/2, the (i, j) plane), coronal (j = H/2) and sagittal
+(i = D/2), displayed with the first in-plane axis to the right and the second up.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .config import EngineConfig
+from .render import render_sample, sample_to_numpy
+
+__all__ = ["write_npz", "render_npz", "write_montage", "write_previews", "label_colours"]
+
+
+def _atomic_target(out: Path) -> tuple[int, str]:
+    """A new private temporary beside `out` (same filesystem, so os.replace is atomic); mode
+    0666 minus the umask, like a plainly created file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+
+
+def write_npz(sample: dict[str, Any], out: str | Path) -> Path:
+    """Write a (numpy or torch) sample to `out` (.npz: labels, views, index, meta as a JSON string), atomically."""
+    out = Path(out)
+    s = sample_to_numpy(sample)
+    fd, tmp = _atomic_target(out)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, labels=s["labels"], views=s["views"], index=np.int64(s["index"]),
+                                meta=np.array(json.dumps(s["meta"], sort_keys=True)))
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def render_npz(cfg: EngineConfig, seed: int, index: int, out: str | Path, bank: Any = None, device: str = "cpu") -> Path:
+    """Render sample `index` of run `seed` and write it to `out` (see write_npz)."""
+    return write_npz(render_sample(cfg, seed, index, bank=bank, device=device), out)
+
+
+def label_colours(n: int) -> np.ndarray:
+    """(n + 1, 3) float RGB: black background, then distinct colours (tab20, then golden-ratio hues)."""
+    import matplotlib
+
+    base = list(matplotlib.colormaps["tab20"].colors)
+    cols = [(0.0, 0.0, 0.0)]
+    for i in range(n):
+        if i < len(base):
+            cols.append(tuple(base[i]))
+        else:
+            h = (i * 0.618033988749895) % 1.0
+            cols.append(tuple(matplotlib.colors.hsv_to_rgb((h, 0.65, 0.95))))
+    return np.asarray(cols, dtype=np.float64)
+
+
+def _mid_slices(vol: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    d, h, w = vol.shape
+    return [("axial", vol[:, :, w // 2]), ("coronal", vol[:, h // 2, :]), ("sagittal", vol[d // 2, :, :])]
+
+
+def write_montage(labels: np.ndarray, views: np.ndarray, out: str | Path, title: str = "") -> Path:
+    """One PNG: labels in colour and each view, three mid-slices each; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    colours = label_colours(int(labels.max()) if labels.size else 0)
+    rows = 1 + views.shape[0]
+    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), squeeze=False)
+    for col, (plane, sl) in enumerate(_mid_slices(labels)):
+        axes[0, col].imshow(colours[sl.T.astype(np.int64)], origin="lower", interpolation="nearest")
+        axes[0, col].set_title(f"labels, {plane}", fontsize=8)
+    for v in range(views.shape[0]):
+        for col, (plane, sl) in enumerate(_mid_slices(views[v])):
+            axes[v + 1, col].imshow(sl.T, cmap="gray", vmin=0, vmax=255, origin="lower", interpolation="nearest")
+            axes[v + 1, col].set_title(f"view {v}, {plane}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fd, tmp = _atomic_target(out)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return out
+
+
+def write_previews(cfg: EngineConfig, seed: int, n: int, out_dir: str | Path, bank: Any = None, device: str = "cpu",
+                   indices: Sequence[int] | None = None) -> list[Path]:
+    """Render samples (0..n-1, or `indices`) of run `seed` and write `sample-{index:06d}.png` montages."""
+    out_dir = Path(out_dir)
+    paths = []
+    for i in (indices if indices is not None else range(n)):
+        s = sample_to_numpy(render_sample(cfg, seed, int(i), bank=bank, device=device))
+        title = f"seed {seed}, index {i}, {cfg.size}^3, {s['meta']['label_count']} labels"
+        paths.append(write_montage(s["labels"], s["views"], out_dir / f"sample-{int(i):06d}.png", title))
+    return paths
