@@ -24,7 +24,7 @@ class AppearanceConfig:
     bias_max: float = 0.075                         # Legendre coefficients U(-max, max)
     spikes_p: float = 0.2
     spikes_count: tuple[int, int] = (1, 3)          # spikes per view, inclusive
-    spikes_amplitude: tuple[float, float] = (0.05, 0.5)  # stripe height / mean intensity
+    spikes_amplitude: tuple[float, float] = (0.02, 0.15)  # stripe height / mean intensity (0.5 hides the anatomy)
     gamma_p: float = 0.5
     gamma: tuple[float, float] = (0.5, 2.0)
     blur_p: float = 0.5
