@@ -10,6 +10,9 @@ BENCHMARKS: list[str] = [
     "bench_templates",
     "bench_ensemble",
     "bench_engine",
+    "bench_pipelines",
+    "bench_train",
+    "bench_fewshot",
 ]
 
 

@@ -1,0 +1,83 @@
+"""Store layout: every file name of a store, from the task or shard index alone.
+
+```
+STORE/manifest.json                      the store description (manifest.py)
+STORE/records/task-000003.json           one small record per finished task (written by the task)
+STORE/records/block-00000.jsonl          RECORD_BLOCK consolidated records (written by the client)
+STORE/wds/shard-000003.tar               one WebDataset tar per task
+STORE/zarr/                              a Zarr v3 group: arrays `labels` (N,D,H,W), `views` (N,V,D,H,W)
+STORE/zarr/labels/c/7/0/0/0              one Zarr shard file (ZARR_SHARD samples) per shard index
+STORE/zarr-meta/task-000003.jsonl        the samples' `meta` for the Zarr format, one line per sample
+STORE/logs/                              run logs (hosts, times): not part of the reproducible store
+```
+Temporaries live beside their final name (same file system, so `os.replace` is atomic) and
+carry a private random suffix, so two attempts of one task never write the same file.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+__all__ = [
+    "MANIFEST", "RECORD_BLOCK", "DEFAULT_TASK_SIZE", "ZARR_SHARD", "ARRAYS",
+    "record_path", "block_path", "wds_path", "zarr_shard_key", "zarr_meta_path",
+    "tmp_name", "zarr_shard_samples", "task_range", "num_tasks", "REPRODUCIBLE_EXCLUDE",
+]
+
+MANIFEST = "manifest.json"
+RECORD_BLOCK = 1024            # task records per consolidated block file
+DEFAULT_TASK_SIZE = 256        # fixed, never derived from the worker count: the layout must not depend on it
+ZARR_SHARD = 32                # samples per Zarr shard (at most)
+ARRAYS = ("labels", "views")
+#: top-level entries that hold run logs and temporaries, excluded from byte comparisons
+REPRODUCIBLE_EXCLUDE = ("logs",)
+
+
+def record_path(root: Path, task: int) -> Path:
+    return Path(root) / "records" / f"task-{task:06d}.json"
+
+
+def block_path(root: Path, block: int) -> Path:
+    return Path(root) / "records" / f"block-{block:05d}.jsonl"
+
+
+def wds_path(root: Path, task: int) -> Path:
+    return Path(root) / "wds" / f"shard-{task:06d}.tar"
+
+
+def zarr_meta_path(root: Path, task: int) -> Path:
+    return Path(root) / "zarr-meta" / f"task-{task:06d}.jsonl"
+
+
+def zarr_shard_key(array: str, shard: int) -> str:
+    """The store-relative path of Zarr shard `shard` of `array` (default chunk key encoding, '/')."""
+    ndim = 4 if array == "labels" else 5
+    return "/".join(["zarr", array, "c", str(shard)] + ["0"] * (ndim - 1))
+
+
+def tmp_name(final: Path) -> Path:
+    """A private temporary beside `final` (hidden, unique per attempt)."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+
+
+def zarr_shard_samples(task_size: int) -> int:
+    """Samples per Zarr shard: the largest divisor of `task_size` that is <= ZARR_SHARD.
+
+    A task then covers a whole number of Zarr shards, never part of one.
+    """
+    for z in range(min(ZARR_SHARD, task_size), 0, -1):
+        if task_size % z == 0:
+            return z
+    return 1
+
+
+def num_tasks(samples: int, task_size: int) -> int:
+    return -(-samples // task_size)
+
+
+def task_range(task: int, samples: int, task_size: int) -> tuple[int, int]:
+    """[start, stop) of `task`; the last task may be shorter."""
+    start = task * task_size
+    return start, min(start + task_size, samples)

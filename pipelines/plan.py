@@ -1,0 +1,128 @@
+"""`--dry-run`: the plan of a run for any sample count, in seconds and constant memory.
+
+Tasks, samples per task and Zarr shard, bytes (estimated from one calibration sample,
+compressed with the store codecs and scaled to the full size), free disk, CPU-hours (from
+calibration renders at <= 64^3, scaled). Nothing per task is materialised.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .layout import MANIFEST, num_tasks, zarr_shard_samples
+
+__all__ = ["plan", "format_plan", "CALIBRATION_SIDE"]
+
+CALIBRATION_SIDE = 64      # calibration renders at most this side (bounded time and memory)
+CALIBRATION_SAMPLES = 2    # samples vary a lot in cost; average a few
+#: CPU time grows about like side**CPU_EXPONENT above 64^3 (measured here: 64^3 -> 128^3 costs ~4x, since
+#: per-shape work scales with the surface more than the volume); a two-size fit amplified noise 8x
+CPU_EXPONENT = 2.0
+TAR_OVERHEAD = 3 * 1024  # tar headers and padding per sample (3 members)
+
+
+def _free_bytes(path: Path) -> int:
+    p = path.resolve()
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def _calibrate(cfg: Any, seed: int) -> dict[str, float]:
+    """CPU time per sample and compressed bytes per voxel from a few renders at <= 64^3.
+
+    Above 64^3 the CPU time is scaled by (size / 64) ** CPU_EXPONENT and the bytes by voxel
+    count; both are estimates (samples vary +-50% in cost, and a loaded machine inflates CPU time).
+    """
+    from synthvox.engine.configbase import replace
+    from synthvox.engine.templates import resolve_bank
+
+    from .task import render_numpy
+    from .wds_io import encode_array
+
+    bank = resolve_bank(cfg.bank)
+    render_numpy(replace(cfg, {"size": 16}, "engine"), seed, 0, bank)  # warm-up: imports, allocator, caches
+    side = min(cfg.size, CALIBRATION_SIDE)
+    small = replace(cfg, {"size": side}, "engine")
+    c0 = time.process_time()
+    for i in range(CALIBRATION_SAMPLES):
+        s = render_numpy(small, seed, i, bank)
+    cpu = (time.process_time() - c0) / CALIBRATION_SAMPLES
+    vox = side ** 3
+    per_sample = cpu * (cfg.size / side) ** CPU_EXPONENT
+    return {
+        "side": side, "scaled": side != cfg.size,
+        "cpu_s_per_sample": per_sample,
+        "labels_bytes_per_voxel": len(encode_array(s["labels"], "labels")) / vox,
+        "views_bytes_per_voxel": len(encode_array(s["views"], "views")) / (vox * cfg.views),
+    }
+
+
+def plan(out: str | Path, samples: int, task_size: int, cfg: Any, formats: tuple[str, ...], seed: int = 0,
+         workers: int | None = None, calibrate: bool = True) -> dict[str, Any]:
+    """The plan of `synth_shards` with these arguments, as a dict."""
+    import os
+
+    tasks = num_tasks(samples, task_size)
+    vox = cfg.size ** 3
+    p: dict[str, Any] = {
+        "store": str(out), "samples": samples, "task_size": task_size, "tasks": tasks,
+        "last_task_samples": samples - (tasks - 1) * task_size, "zarr_shard": zarr_shard_samples(task_size),
+        "formats": list(formats), "size": cfg.size, "views": cfg.views,
+        "raw_bytes_per_sample": vox * (cfg.views + (1 if cfg.max_labels <= 255 else 2)),
+        "free_bytes": _free_bytes(Path(out)), "workers": workers or os.cpu_count(),
+        "existing": None,
+    }
+    mpath = Path(out) / MANIFEST
+    if mpath.is_file():
+        import json
+
+        m = json.loads(mpath.read_text())
+        p["existing"] = {"samples": m.get("samples"), "tasks_done": m.get("tasks_done"), "tasks": m.get("tasks")}
+    if calibrate:
+        t0 = time.perf_counter()
+        c = _calibrate(cfg, seed)
+        p["calibration"] = {**c, "seconds": time.perf_counter() - t0}
+        per = c["labels_bytes_per_voxel"] * vox + c["views_bytes_per_voxel"] * vox * cfg.views
+        per_fmt = {"wds": per + TAR_OVERHEAD, "zarr": per + 64}
+        p["bytes_per_sample"] = {f: per_fmt[f] for f in formats}
+        p["total_bytes"] = float(sum(per_fmt[f] for f in formats) * samples)
+        p["cpu_hours"] = c["cpu_s_per_sample"] * samples / 3600.0
+        p["wall_hours"] = p["cpu_hours"] / max(1, p["workers"])
+        p["fits_on_disk"] = bool(p["total_bytes"] < p["free_bytes"])
+    return p
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3f} GB" if n < 1e12 else f"{n / 1e12:.3f} TB"
+
+
+def format_plan(p: dict[str, Any]) -> str:
+    lines = [
+        f"plan for {p['store']}:",
+        f"  samples {p['samples']:,} of {p['size']}^3 with {p['views']} views, formats {','.join(p['formats'])}",
+        f"  tasks {p['tasks']:,} of {p['task_size']} samples (last {p['last_task_samples']}), "
+        f"Zarr shards of {p['zarr_shard']} samples",
+        f"  uncompressed {p['raw_bytes_per_sample'] / 1e6:.3f} MB per sample",
+    ]
+    if p["existing"]:
+        e = p["existing"]
+        lines.append(f"  existing store: {e['samples']} samples, {e['tasks_done']}/{e['tasks']} tasks done (resumes / grows)")
+    if "calibration" in p:
+        c = p["calibration"]
+        lines += [
+            "  estimated bytes per sample: " + ", ".join(f"{f} {b / 1e6:.3f} MB" for f, b in p["bytes_per_sample"].items())
+            + (f" (from a {c['side']}^3 calibration sample, scaled)" if c["side"] != p["size"] else " (from one calibration sample)"),
+            f"  estimated total {_gb(p['total_bytes'])}; free disk {_gb(p['free_bytes'])}"
+            + ("" if p["fits_on_disk"] else "  <-- DOES NOT FIT"),
+            f"  estimated {p['cpu_hours']:.2f} CPU-hours ({c['cpu_s_per_sample']:.3f} CPU-s per sample, "
+            + (f"{c['side']}^3 renders scaled by side^{CPU_EXPONENT:g}), about" if c["scaled"] else "measured), about")
+            + f" {p['wall_hours']:.2f} h on {p['workers']} workers",
+        ]
+    else:
+        lines.append(f"  free disk {_gb(p['free_bytes'])} (no calibration)")
+    return "\n".join(lines)

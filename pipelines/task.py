@@ -1,0 +1,164 @@
+"""The task: render one index range and write its tar shard and Zarr shards atomically.
+
+`run_task(spec)` takes a small dict (engine config, seed, range, store path, formats) and
+returns a small record; no arrays travel through the scheduler. It renders on CPU with one
+torch thread, writes every file through a private temporary and renames it into place, then
+writes its record. Running a task twice (Dask may) gives the same bytes under the same names,
+so neither attempt can corrupt the other's output.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .atomic import FATAL_ERRNOS, atomic_open, sha256_file, write_json_atomic
+from .faults import inject
+from .layout import record_path, wds_path
+from .wds_io import WdsWriter
+from .zarr_io import write_zarr_meta, write_zarr_shard
+
+__all__ = ["run_task", "make_spec", "FatalTaskError", "render_numpy"]
+
+_BANKS: dict[Any, Any] = {}
+_ENGINES: dict[str, tuple[Any, Any, str]] = {}
+
+
+class FatalTaskError(RuntimeError):
+    """A failure no retry can cure (full disk, read-only store, another template bank): stop the run."""
+
+
+def _limit_threads() -> None:
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)  # one single-threaded worker per core: threads would only contend
+
+
+def _bank(spec: str | None) -> Any:
+    if spec not in _BANKS:
+        from synthvox.engine.templates import resolve_bank
+
+        _BANKS[spec] = resolve_bank(spec)
+    return _BANKS[spec]
+
+
+def _engine(cfg_dict: dict[str, Any]) -> tuple[Any, Any, str]:
+    """(EngineConfig, bank, engine config hash), parsed once per process (tiny tasks add up)."""
+    import json
+
+    from synthvox.engine.config import EngineConfig, engine_config_hash
+
+    key = json.dumps(cfg_dict, sort_keys=True)
+    if key not in _ENGINES:
+        cfg = EngineConfig.from_dict(cfg_dict)
+        bank = _bank(cfg.bank)
+        _ENGINES[key] = (cfg, bank, engine_config_hash(cfg, bank.content_hash))
+    return _ENGINES[key]
+
+
+def render_numpy(cfg: Any, seed: int, index: int, bank: Any) -> dict[str, Any]:
+    """Sample `index` as numpy arrays, rendered on CPU (the pipeline's renderer)."""
+    from synthvox.engine.render import render_sample, sample_to_numpy
+
+    return sample_to_numpy(render_sample(cfg, seed, index, bank=bank, device="cpu"))
+
+
+def make_spec(*, root: Path, task: int, start: int, stop: int, cfg_dict: dict[str, Any], cfg_hash: str,
+              seed: int, formats: tuple[str, ...], zarr_shard: int, attempt: int = 0, faults: str = "") -> dict[str, Any]:
+    return {"root": str(root), "task": task, "start": start, "stop": stop, "engine": cfg_dict,
+            "engine_hash": cfg_hash, "seed": seed, "formats": list(formats), "zarr_shard": zarr_shard,
+            "attempt": attempt, "faults": faults}
+
+
+def run_task(spec: dict[str, Any], renderer: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Render and write one task; return its record plus `log` (host, seconds: not stored in records/)."""
+    from synthvox.engine.device import device_type
+
+    from .faults import parse_faults
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    _limit_threads()
+    root, task, attempt = Path(spec["root"]), int(spec["task"]), int(spec["attempt"])
+    rules = parse_faults(spec.get("faults"))
+    cfg, bank, cfg_hash = _engine(spec["engine"])
+    if cfg_hash != spec["engine_hash"]:
+        raise FatalTaskError(
+            f"task {task} on {socket.gethostname()}: the engine config hash differs from the store's "
+            "(another template bank content at the same path?); make every worker see the same bank")
+    render = renderer or render_numpy
+    formats = spec["formats"]
+    zs = int(spec["zarr_shard"])
+    files: dict[str, dict[str, Any]] = {}
+    try:
+        files.update(_write_task(root, task, attempt, spec, cfg, bank, render, formats, zs, rules))
+    except OSError as e:
+        if e.errno in FATAL_ERRNOS:
+            raise FatalTaskError(str(e)) from e
+        raise
+    record = {"task": task, "range": [int(spec["start"]), int(spec["stop"])], "files": files,
+              "formats": sorted(formats), "device_type": device_type("cpu")}
+    try:
+        write_json_atomic(record_path(root, task), record)
+    except OSError as e:
+        raise (FatalTaskError(str(e)) if e.errno in FATAL_ERRNOS else e) from e
+    record["log"] = {"host": socket.gethostname(), "pid": os.getpid(), "attempt": attempt,
+                     "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
+    return record
+
+
+def _write_task(root: Path, task: int, attempt: int, spec: dict[str, Any], cfg: Any, bank: Any,
+                render: Callable[..., dict[str, Any]], formats: list[str], zs: int,
+                rules: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    start, stop, seed = int(spec["start"]), int(spec["stop"]), int(spec["seed"])
+    files: dict[str, dict[str, Any]] = {}
+    metas: list[tuple[int, dict[str, Any]]] = []
+    buf: list[dict[str, Any]] = []
+
+    def on_member() -> None:
+        inject(rules, "write", task, attempt)
+
+    def flush_zarr() -> None:
+        shard = buf[0]["index"] // zs
+        for name in ("labels", "views"):
+            data = np.stack([s[name] for s in buf])
+            rel = write_zarr_shard(root, name, shard, zs, data, on_member)
+            files[rel] = {}
+        buf.clear()
+
+    tar_final = wds_path(root, task)
+    tar_ctx = atomic_open(tar_final, "wb") if "wds" in formats else None
+    try:
+        f = tar_ctx.__enter__() if tar_ctx else None
+        writer = WdsWriter(f, on_member) if f is not None else None
+        for i in range(start, stop):
+            s = render(cfg, seed, i, bank)
+            if i == start:
+                inject(rules, "render", task, attempt)
+            if writer is not None:
+                writer.write(s)
+            if "zarr" in formats:
+                metas.append((i, s["meta"]))
+                buf.append(s)
+                if len(buf) == zs or i == stop - 1:
+                    flush_zarr()
+        if writer is not None:
+            writer.close()
+    except BaseException as e:
+        if tar_ctx is not None:
+            tar_ctx.__exit__(type(e), e, e.__traceback__)
+        raise
+    if tar_ctx is not None:
+        tar_ctx.__exit__(None, None, None)
+        files[tar_final.relative_to(root).as_posix()] = {}
+    if "zarr" in formats:
+        files[write_zarr_meta(root, task, metas).relative_to(root).as_posix()] = {}
+    for rel in files:
+        p = root / rel
+        files[rel] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+    return files

@@ -1,0 +1,225 @@
+"""`verify(store)`: counts, sizes, checksums, decoding and re-rendering; names each bad shard.
+
+Per task (locally, or on a Dask cluster for large stores): the record exists and matches the
+task's range, every file has its recorded size and (unless quick) sha256, and every sample
+decodes (quick: K random ones) with the right index, shape and dtype. Then K random samples
+are re-rendered and compared: exactly when the shard's device type equals this one's, else
+labels exactly and views within one quantisation step; the report says which.
+"""
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import sha256_file
+from .layout import num_tasks, task_range, wds_path
+from .manifest import read_manifest, record_is_intact
+from .store import open_store
+
+__all__ = ["verify", "verify_task", "format_report"]
+
+
+def _check_sample(s: dict[str, Any], manifest: dict[str, Any], where: str) -> list[str]:
+    shapes = manifest["shapes"]
+    out = []
+    if list(s["labels"].shape) != shapes["labels"] or str(s["labels"].dtype) != manifest["label_dtype"]:
+        out.append(f"{where}: labels {s['labels'].dtype}{list(s['labels'].shape)}, expected {manifest['label_dtype']}{shapes['labels']}")
+    if list(s["views"].shape) != shapes["views"] or s["views"].dtype != np.uint8:
+        out.append(f"{where}: views {s['views'].dtype}{list(s['views'].shape)}, expected uint8{shapes['views']}")
+    return out
+
+
+def verify_task(root: str, task: int, manifest: dict[str, Any], record: dict[str, Any] | None,
+                check_hash: bool, decode: bool | list[int]) -> list[dict[str, Any]]:
+    """Problems of one task as [{'task', 'file', 'problem'}] (empty when it is sound)."""
+    from .wds_io import iter_wds_shard
+    from .zarr_io import ZarrReader
+
+    rootp = Path(root)
+    a, b = task_range(task, manifest["samples"], manifest["task_size"])
+    probs: list[dict[str, Any]] = []
+
+    def bad(file: str, problem: str) -> None:
+        probs.append({"task": task, "file": file, "problem": problem})
+
+    if record is None:
+        bad(wds_path(rootp, task).relative_to(rootp).as_posix() if "wds" in manifest["formats"] else f"task {task}",
+            "no record: the task never finished (rerun synth-shards to render it)")
+        return probs
+    if not record_is_intact(rootp, record, manifest, check_hash=False):
+        for rel, info in record["files"].items():
+            p = rootp / rel
+            if not p.is_file():
+                bad(rel, "missing")
+            elif p.stat().st_size != info["bytes"]:
+                bad(rel, f"size {p.stat().st_size} != recorded {info['bytes']} (truncated or damaged)")
+        if not probs:
+            bad(f"task {task}", f"record range {record['range']} does not match the task's [{a}, {b})")
+        return probs
+    if check_hash:
+        for rel, info in record["files"].items():
+            if sha256_file(rootp / rel) != info["sha256"]:
+                bad(rel, "sha256 mismatch (content damaged)")
+    if decode is False:
+        return probs
+    want = list(range(a, b)) if decode is True else [i for i in decode if a <= i < b]
+    if not want:
+        return probs
+    if "wds" in manifest["formats"]:
+        rel = wds_path(rootp, task).relative_to(rootp).as_posix()
+        try:
+            seen = []
+            for s in iter_wds_shard(rootp / rel):
+                seen.append(s["index"])
+                if s["index"] in want:
+                    for msg in _check_sample(s, manifest, f"sample {s['index']}"):
+                        bad(rel, msg)
+            if seen != list(range(a, b)):
+                bad(rel, f"holds samples {seen[:3]}..{seen[-3:] if seen else []} ({len(seen)}), expected [{a}, {b})")
+        except (tarfile.TarError, ValueError, RuntimeError, OSError, KeyError) as e:
+            bad(rel, f"does not decode: {e}")
+    if "zarr" in manifest["formats"]:
+        from .layout import zarr_shard_key
+
+        arrays = ZarrReader(rootp, allow_partial=True)._open()
+        zs = manifest["zarr_shard"]
+        for name in ("labels", "views"):
+            expected = [len(want)] + manifest["shapes"][name]
+            try:
+                got = np.stack([np.asarray(arrays[name][i]) for i in want])
+                if list(got.shape) != expected:
+                    bad(zarr_shard_key(name, want[0] // zs), f"{name} shape {list(got.shape)}, expected {expected}")
+            except Exception as e:  # noqa: BLE001 - any decoding error: name the shard holding the sample
+                failing = want[0]
+                for i in want:
+                    try:
+                        np.asarray(arrays[name][i])
+                    except Exception:  # noqa: BLE001
+                        failing = i
+                        break
+                bad(zarr_shard_key(name, failing // zs), f"{name} of sample {failing} does not decode: {type(e).__name__}: {e}")
+        try:
+            ZarrReader(rootp, allow_partial=True)._meta_of(want[0])
+        except Exception as e:  # noqa: BLE001
+            bad(f"zarr-meta/task-{task:06d}.jsonl", f"meta does not read: {type(e).__name__}: {e}")
+    return probs
+
+
+def _rerender_check(store: Any, indices: list[int], records: dict[int, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    from synthvox.engine.device import device_type, same_device_type
+    from synthvox.engine.templates import resolve_bank
+
+    from .task import render_numpy
+    from .wds_io import iter_wds_shard
+    from .zarr_io import ZarrReader
+
+    m = store.manifest
+    cfg = store.engine_config
+    bank = resolve_bank(cfg.bank)
+    here = device_type("cpu")
+    probs, modes = [], set()
+    zr = ZarrReader(store.path, allow_partial=True) if "zarr" in store.formats else None
+    for i in indices:
+        task = i // m["task_size"]
+        rec = records.get(task)
+        if rec is None:
+            continue
+        exact = same_device_type(rec["device_type"], here)
+        modes.add("exact (same device type)" if exact else "labels exact, views within one quantisation step (other device type)")
+        fresh = render_numpy(cfg, m["seed"], i, bank)
+        stored = []
+        if "wds" in store.formats:
+            rel = wds_path(store.path, task).relative_to(store.path).as_posix()
+            try:
+                stored.append((rel, next(s for s in iter_wds_shard(store.path / rel) if s["index"] == i)))
+            except Exception:  # noqa: BLE001 - decoding problems are reported by verify_task
+                pass
+        if zr is not None:
+            try:
+                stored.append((f"zarr shard {i // m['zarr_shard']}", zr[i]))
+            except Exception:  # noqa: BLE001
+                pass
+        for where, s in stored:
+            if not np.array_equal(s["labels"], fresh["labels"]):
+                probs.append({"task": task, "file": where, "problem": f"sample {i}: re-rendered labels differ"})
+                continue
+            diff = np.abs(s["views"].astype(np.int16) - fresh["views"].astype(np.int16)).max()
+            if (exact and diff != 0) or diff > 1:
+                probs.append({"task": task, "file": where, "problem": f"sample {i}: re-rendered views differ (max {int(diff)})"})
+    return probs, sorted(modes)
+
+
+def verify(store: str | Path, quick: bool = False, rerender: int = 0, scheduler: str | None = None,
+           client: Any = None, seed: int = 0) -> dict[str, Any]:
+    """Check a store; returns {'ok', 'problems': [...], 'bad_files', 'checked', 'comparison', ...}.
+
+    quick: sizes only (no sha256) and K = max(rerender, 8) random samples decoded.
+    scheduler/client: run the per-task checks on a Dask cluster.
+    """
+    st = open_store(store)
+    m = read_manifest(st.path)
+    n_tasks = num_tasks(m["samples"], m["task_size"])
+    records: dict[int, dict[str, Any]] = {}
+    for rec in st.records():
+        if 0 <= rec.get("task", -1) < n_tasks:
+            records[rec["task"]] = rec
+    rng = np.random.default_rng(seed)  # a local generator: which samples to spot-check
+    k_decode = min(m["samples"], max(rerender, 8))
+    decode_pick = sorted(int(i) for i in rng.choice(m["samples"], k_decode, replace=False)) if quick else None
+    args = [(str(st.path), t, m, records.get(t), not quick, decode_pick if quick else True) for t in range(n_tasks)]
+    problems: list[dict[str, Any]] = []
+    if client is not None or scheduler is not None:
+        problems = _verify_dask(args, client, scheduler)
+    else:
+        for a in args:
+            problems += verify_task(*a)
+    pick = sorted(int(i) for i in rng.choice(m["samples"], min(rerender, m["samples"]), replace=False)) if rerender else []
+    rr_probs, modes = _rerender_check(st, pick, records) if pick else ([], [])
+    problems += rr_probs
+    bad_files = sorted({p["file"] for p in problems})
+    return {
+        "store": str(st.path), "ok": not problems, "samples": m["samples"], "tasks": n_tasks,
+        "records": len(records), "checksums": not quick,
+        "decoded": (k_decode if quick else m["samples"]), "rerendered": len(pick),
+        "comparison": modes, "problems": problems, "bad_files": bad_files,
+    }
+
+
+def _verify_dask(args: list[tuple], client: Any, scheduler: str | None) -> list[dict[str, Any]]:
+    from distributed import Client, as_completed
+
+    own = client is None
+    client = client or Client(scheduler, timeout="30s")
+    try:
+        problems: list[dict[str, Any]] = []
+        it = iter(args)
+        window = 64
+        ac = as_completed([client.submit(verify_task, *a, pure=False) for a, _ in zip(it, range(window))])
+        for fut in ac:
+            problems += fut.result()
+            fut.release()
+            for a in it:
+                ac.add(client.submit(verify_task, *a, pure=False))
+                break
+        return sorted(problems, key=lambda p: (p["task"], p["file"]))
+    finally:
+        if own:
+            client.close()
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = [
+        f"store {r['store']}: {r['samples']} samples, {r['tasks']} tasks, {r['records']} records",
+        f"checksums: {'checked' if r['checksums'] else 'skipped (--quick)'}; decoded {r['decoded']} samples; "
+        f"re-rendered {r['rerendered']}" + (f" ({'; '.join(r['comparison'])})" if r["comparison"] else ""),
+    ]
+    if r["ok"]:
+        lines.append("OK")
+    else:
+        lines.append(f"BAD: {len(r['bad_files'])} bad shard(s)/file(s):")
+        lines += [f"  {p['file']} (task {p['task']}): {p['problem']}" for p in r["problems"]]
+        lines.append("rerun the same synth-shards command with --reverify to re-render them")
+    return "\n".join(lines)

@@ -1,0 +1,290 @@
+"""Training data: a deterministic, resumable sample stream per rank (store or engine source).
+
+Store source. The store is cut into *units*: tar shards (WebDataset format) or single sample
+indices (Zarr format). In epoch e the units are permuted by a generator keyed by
+(seed, e, "train.units"), split by rank (`perm[rank::world]`), then by DataLoader worker
+(`[worker::workers]`). Each worker cycles through its units epoch after epoch forever, so a
+rank takes exactly `steps` batches and ranks never wait on each other. A worker's position
+is (epoch, unit cursor, sample cursor); every item carries the position *after* it, the main
+process keeps the last one seen per worker (the DataLoader serves workers round-robin), and
+`StreamState` restores them: a resumed stream yields exactly the samples the straight run
+would have. Samples stay uint8 numpy across worker processes; they are cast on the device.
+
+Engine source. Sample indices are a counter per rank (step, rank, slot) rendered on the
+training device with synthvox.engine.render.render_sample.
+
+Validation: the last `val_samples` indices of the store are held out from training.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from synthvox.engine.configbase import stable_hash
+from synthvox.engine.seeds import numpy_rng
+
+__all__ = ["StoreSource", "UnitStream", "make_loader", "collate", "positions_from_state", "manifest_hash", "DataError",
+           "ENGINE_VAL_OFFSET"]
+
+#: engine-source validation indices start here (training indices are a counter far below it)
+ENGINE_VAL_OFFSET = 1 << 40
+
+
+class DataError(ValueError):
+    """The data source cannot serve this run; the message says what to do."""
+
+
+def manifest_hash(manifest: dict[str, Any]) -> str:
+    """A hash of a store manifest's content, without its progress fields and software versions."""
+    stable = {k: v for k, v in manifest.items() if k not in ("complete", "tasks_done", "bytes", "versions")}
+    return stable_hash(stable)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A shard (`path` set; samples [start, stop)) or a single Zarr index (`path` None)."""
+
+    start: int
+    stop: int
+    path: str | None = None
+
+
+class StoreSource:
+    """A store opened for training: its units, held-out validation range and readers."""
+
+    def __init__(self, path: str | Path, fmt: str = "auto", val_samples: int = 0) -> None:
+        from synthvox.pipelines.store import open_store
+
+        self.store = open_store(path)
+        self.path = Path(path)
+        formats = self.store.formats
+        if fmt == "auto":
+            fmt = "wds" if "wds" in formats else "zarr"
+        if fmt not in formats:
+            raise DataError(f"store {self.path} has formats {list(formats)}, not {fmt!r}; pass --format {formats[0]}")
+        self.format = fmt
+        self.num_samples = self.store.num_samples
+        if not 0 <= val_samples < self.num_samples:
+            raise DataError(f"val_samples = {val_samples} must leave training samples in {self.path} ({self.num_samples} samples)")
+        self.val_range = (self.num_samples - val_samples, self.num_samples)
+        lo = self.val_range[0]
+        if fmt == "wds":
+            shards = self.store.wds_shards()
+            ranges = self.store.task_ranges()
+            if not shards:
+                raise DataError(f"store {self.path} has no complete tar shards yet; run synth-shards to finish it")
+            self.all_units = [Unit(a, b, str(p)) for p, (a, b) in zip(shards, ranges)]
+            self.units = [u for u in self.all_units if u.start < lo]
+        else:
+            from synthvox.pipelines.zarr_io import ZarrReader
+
+            self.reader = ZarrReader(self.path)
+            self.all_units = [Unit(i, i + 1) for i in range(self.num_samples)]
+            self.units = self.all_units[:lo]
+        if not self.units:
+            raise DataError(f"store {self.path}: no training samples left after holding out {val_samples} for validation")
+        self.content = self.store.content
+        self.engine_config = self.store.engine_config
+        self.volume_shape = tuple(self.store.manifest.get("shapes", {}).get("labels") or [self.engine_config.size] * 3)
+
+    @property
+    def manifest_hash(self) -> str:
+        return manifest_hash(self.store.manifest)
+
+    @property
+    def engine_config_hash(self) -> str | None:
+        return self.store.manifest.get("engine_config_hash")
+
+    def read_unit(self, unit: Unit) -> Iterator[dict[str, Any]]:
+        """Samples of a unit in index order (uint8 numpy labels/views, int index)."""
+        if unit.path is not None:
+            from synthvox.pipelines.wds_io import iter_wds_shard
+
+            for s in iter_wds_shard(unit.path):
+                yield self._complete(s, unit.path)
+        else:
+            yield self._complete(self.reader[unit.start], str(self.path / "zarr"))
+
+    def _complete(self, s: dict[str, Any], where: str) -> dict[str, Any]:
+        missing = [k for k in (("labels",) if self.content == "labels" else ("labels", "views")) if k not in s]
+        if missing:
+            raise DataError(f"{where}: sample {s.get('index')} lacks {missing}: the shard is damaged; "
+                            "`synthvox verify` names bad shards, rerun synth-shards to re-render them")
+        if self.content == "labels":
+            # a labels store: re-render the views on load with the engine's own code
+            from synthvox.engine.render import render_views
+
+            labels = torch.from_numpy(np.ascontiguousarray(s["labels"]))
+            s["views"] = render_views(labels, self.engine_config, self.store.seed, int(s["index"])).cpu().numpy()
+        return s
+
+    def val_samples(self) -> list[dict[str, Any]]:
+        """The held-out samples (read once, in index order)."""
+        lo, hi = self.val_range
+        out = []
+        for u in self.all_units:
+            if u.stop <= lo or u.start >= hi:
+                continue
+            out += [s for s in self.read_unit(u) if lo <= int(s["index"]) < hi]
+        return out
+
+
+def unit_order(n_units: int, seed: int, epoch: int, rank: int, world: int, worker: int, workers: int) -> list[int]:
+    """The units (by position in the unit list) worker `worker` of rank `rank` reads in `epoch`."""
+    perm = numpy_rng(seed, epoch, "train.units").permutation(n_units)
+    return [int(u) for u in perm[rank::world][worker::workers]]
+
+
+class UnitStream(IterableDataset):
+    """An endless stream of training samples for one rank (see the module docstring).
+
+    Yields dicts: labels (D, H, W) and views (V, D, H, W) uint8 numpy, index, pos =
+    [worker, epoch, unit cursor, sample cursor] after this sample.
+    """
+
+    def __init__(self, source: StoreSource, seed: int, rank: int, world: int, workers: int,
+                 positions: list[list[int]] | None = None, first_worker: int = 0) -> None:
+        super().__init__()
+        # DataLoader worker 0 serves the first batch; after a resume at step s the straight run
+        # would next have served logical worker s % workers, so loader worker w plays (w + s) % workers
+        self.first_worker = first_worker
+        self.source, self.seed, self.rank, self.world = source, seed, rank, world
+        self.workers = max(1, workers)
+        n = len(source.units)
+        if n < world * self.workers:
+            raise DataError(
+                f"store {source.path} has {n} training {'shards' if source.format == 'wds' else 'samples'} but "
+                f"{world} ranks x {self.workers} workers need at least {world * self.workers}: "
+                "use fewer --workers or ranks, or render the store with a smaller --task-size (more shards)"
+            )
+        self.positions = positions or [[0, 0, 0] for _ in range(self.workers)]
+        if len(self.positions) != self.workers:
+            raise DataError(f"stream positions for {len(self.positions)} workers, but {self.workers} workers run")
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker = ((info.id if info is not None else 0) + self.first_worker) % self.workers
+        epoch, ucur, scur = self.positions[worker]
+        lo, hi = self.source.val_range
+        units = self.source.units
+        while True:
+            order = unit_order(len(units), self.seed, epoch, self.rank, self.world, worker, self.workers)
+            for ui in range(ucur, len(order)):
+                for si, s in enumerate(self.source.read_unit(units[order[ui]])):
+                    if si < scur or lo <= int(s["index"]) < hi:
+                        continue
+                    yield {"labels": s["labels"], "views": s["views"], "index": int(s["index"]),
+                           "pos": [worker, epoch, ui, si + 1]}
+                scur = 0
+            epoch, ucur = epoch + 1, 0
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack uint8 samples into a batch (torch uint8 / int labels, CPU), keep indices and last position."""
+    labels = np.stack([np.asarray(it["labels"]) for it in items])
+    if labels.dtype == np.uint16:  # torch has limited uint16 support: widen before crossing
+        labels = labels.astype(np.int32)
+    return {
+        "labels": torch.from_numpy(labels),
+        "views": torch.from_numpy(np.stack([np.asarray(it["views"]) for it in items])),
+        "index": [int(it["index"]) for it in items],
+        "pos": items[-1]["pos"],
+    }
+
+
+def make_loader(stream: UnitStream, batch_size: int, workers: int, prefetch: int = 2, timeout_s: float = 0) -> DataLoader:
+    """A DataLoader over the stream; workers are served round-robin, so positions are exact."""
+    kw: dict[str, Any] = {}
+    if workers > 0:
+        kw = {"prefetch_factor": prefetch, "persistent_workers": False, "timeout": timeout_s,
+              "multiprocessing_context": "fork" if _fork_ok() else "spawn", "worker_init_fn": _ignore_stop_signals}
+    return DataLoader(stream, batch_size=batch_size, num_workers=workers, collate_fn=collate, **kw)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM/SIGINT: a scheduler signalling the whole process group must
+    not kill them before the trainer has agreed to stop and saved (the trainer ends them)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _fork_ok() -> bool:
+    import multiprocessing as mp
+
+    return "fork" in mp.get_all_start_methods()
+
+
+def positions_from_state(stream_state: dict[str, Any] | None, rank: int, world: int, workers: int, elastic: bool) -> list[list[int]] | None:
+    """This rank's worker positions from a checkpoint's stream state (None = from the start).
+
+    A state written with another world size or worker count is refused unless `elastic`, which
+    restarts every worker at the start of the epoch after the furthest one.
+    """
+    if not stream_state:
+        return None
+    w0, k0 = int(stream_state["world"]), int(stream_state["workers"])
+    if (w0, k0) != (world, max(1, workers)):
+        if not elastic:
+            raise DataError(
+                f"the checkpoint was written with world size {w0} and {k0} loader worker(s); this run has {world} and "
+                f"{max(1, workers)}: rerun with the same --nproc_per_node/--workers, or pass --elastic to restart the stream "
+                "at the next epoch (exact resume is then lost)"
+            )
+        pos = stream_state["positions"]  # (world, workers, 3)
+        epoch = max(int(p[0]) for r in pos for p in r) + 1
+        return [[epoch, 0, 0] for _ in range(max(1, workers))]
+    return [[int(x) for x in p] for p in stream_state["positions"][rank]]
+
+
+class EngineSource:
+    """Render samples on the training device (on-the-fly mode)."""
+
+    def __init__(self, engine_cfg: Any, seed: int, device: torch.device, val_samples: int = 0) -> None:
+        from synthvox.engine.config import engine_config_hash
+
+        self.cfg, self.seed, self.device = engine_cfg, seed, device
+        self.volume_shape = (engine_cfg.size,) * 3
+        self.val_range = (ENGINE_VAL_OFFSET, ENGINE_VAL_OFFSET + val_samples)
+        self.render_seconds = 0.0
+        try:
+            from synthvox.engine.templates import resolve_bank
+
+            self.bank = resolve_bank(engine_cfg.bank)
+            self.engine_config_hash: str | None = engine_config_hash(engine_cfg, self.bank.content_hash)
+        except ImportError:  # pragma: no cover - the engine's bank not installed
+            self.bank, self.engine_config_hash = None, None
+        self.manifest_hash = None
+
+    def render(self, index: int) -> dict[str, Any]:
+        from synthvox.engine.render import render_sample
+
+        t0 = time.perf_counter()
+        s = render_sample(self.cfg, self.seed, int(index), bank=self.bank, device=self.device)
+        self.render_seconds += time.perf_counter() - t0
+        labels = s["labels"]
+        if labels.dtype != torch.uint8:
+            labels = labels.to(torch.int32)
+        return {"labels": labels, "views": s["views"], "index": int(index)}
+
+    def batch(self, step: int, rank: int, world: int, batch_size: int) -> dict[str, Any]:
+        """The batch of `step` for `rank`: indices (step * world + rank) * batch_size + slot."""
+        idx = [(step * world + rank) * batch_size + b for b in range(batch_size)]
+        items = [self.render(i) for i in idx]
+        return {"labels": torch.stack([it["labels"] for it in items]), "views": torch.stack([it["views"] for it in items]),
+                "index": idx, "pos": [0, 0, 0, 0]}
+
+    def val_samples(self) -> list[dict[str, Any]]:
+        return [self.render(i) for i in range(*self.val_range)]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
