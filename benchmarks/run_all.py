@@ -12,6 +12,7 @@ BENCHMARKS: list[str] = [
     "bench_engine",
     "bench_pipelines",
     "bench_train",
+    "bench_registration",
     "bench_fewshot",
 ]
 

@@ -90,6 +90,9 @@ def write_record(record: dict[str, Any], path: str | Path) -> Path:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(_clean(record), f, indent=1, sort_keys=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; records are for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

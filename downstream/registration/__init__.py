@@ -1,0 +1,21 @@
+"""Feature-based deformable registration (ConvexAdam-style) in world-correct coordinates.
+
+Pipeline (all in the fixed image's voxel grid): header alignment (both affines) -> affine
+stage (12 parameters, Adam on feature MSE at a coarse level; `affine=False` / `--no-affine`
+skips it) -> coupled convex discrete optimisation on `grid_sp`-voxel cells searching
++-`disp_hw` cells (default 4 x 4: local displacements up to 16 voxels beyond the affine),
+optionally inverse-consistent -> Adam instance optimisation of a displacement grid (features
+pooled by `adam_level`, diffusion regulariser, box smoothing). Features: `net`, `mind`
+(MIND-SSC, no network), `net+mind` (network features x 0.1 beside MIND-SSC, the reference's
+choice), `intensity`. Defaults were tuned without ROI masks; masks are optional.
+
+Conventions: displacement fields are pull-back (moving point = fixed point + u), on the fixed
+grid, in mm; written as ITK 5D vector NIfTI with LPS components (see `run.py`). Direction:
+the moving image is warped onto the fixed one.
+"""
+from .config import FEATURE_KINDS, RegistrationConfig
+from .pipeline import RegistrationResult, compute_features, register_volumes
+from .run import read_pairs, register_batch, register_files, registration_metrics
+
+__all__ = ["FEATURE_KINDS", "RegistrationConfig", "RegistrationResult", "compute_features", "register_volumes",
+           "read_pairs", "register_batch", "register_files", "registration_metrics"]

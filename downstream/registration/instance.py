@@ -1,0 +1,81 @@
+"""Instance optimisation (ConvexAdam's second stage) and the affine stage, both with Adam."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .fields import smooth
+from ..grid import sample_voxels, voxel_grid
+
+__all__ = ["adam_stage", "affine_stage"]
+
+
+def _masked_mse(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    err = (a - b).pow(2).mean(1, keepdim=True)
+    if weight is None:
+        return err.mean()
+    return (err * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def adam_stage(fix: torch.Tensor, mov: torch.Tensor, init: torch.Tensor, level: int, iters: int, lr: float,
+               lambda_reg: float, smooth_passes: int, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Refine a displacement grid by Adam on feature MSE + `lambda_reg` * diffusion.
+
+    `fix`, `mov`: `(1, C, d, h, w)` features pooled by `level`; `init`: `(1, 3, d, h, w)` in
+    full-resolution voxels; `weight` `(1, 1, d, h, w)`: optional ROI weights of the similarity.
+    The parameter lives in grid-point units (voxels / `level`); the returned field (smoothed
+    as used in the loss) is in full-resolution voxels.
+    """
+    # Both channels-last, once: grid_sample is faster so, and the difference then needs no relayout.
+    mov = mov.contiguous(memory_format=torch.channels_last_3d)
+    fix = fix.contiguous(memory_format=torch.channels_last_3d)
+    disp = torch.nn.Parameter((init / level).clone())
+    opt = torch.optim.Adam([disp], lr=lr)
+    grid = voxel_grid(fix.shape[2:], fix.device)[None]
+    for _ in range(iters):
+        opt.zero_grad(set_to_none=True)
+        u = smooth(disp, smooth_passes)
+        reg = sum(torch.diff(u, dim=d).pow(2).mean() for d in (2, 3, 4))
+        warped = sample_voxels(mov, grid + u[0].permute(1, 2, 3, 0)[None], "linear", padding="border")
+        loss = _masked_mse(warped, fix, weight) + lambda_reg * reg
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return smooth(disp, smooth_passes) * level
+
+
+def affine_stage(fix: torch.Tensor, mov: torch.Tensor, level: int, iters: int, lr: float,
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
+    """A 4x4 voxel map (fixed voxel -> fixed voxel) that aligns pooled `mov` to `fix` by Adam.
+
+    `fix`, `mov`: `(1, C, d, h, w)` features pooled by `level` from full grids. The 12
+    parameters act on centred, radius-normalised coordinates so all have comparable scale.
+    """
+    shape = torch.tensor(fix.shape[2:], dtype=torch.float32)
+    centre = (shape - 1) / 2.0
+    radius = float(shape.max()) / 2.0
+    grid = voxel_grid(fix.shape[2:], fix.device)
+    p = (grid - centre) / radius
+    mov = mov.contiguous(memory_format=torch.channels_last_3d)
+    fix = fix.contiguous(memory_format=torch.channels_last_3d)
+    theta = torch.nn.Parameter(torch.zeros(3, 4))
+    opt = torch.optim.Adam([theta], lr=lr)
+    for _ in range(iters):
+        opt.zero_grad(set_to_none=True)
+        q = p @ (torch.eye(3) + theta[:, :3]).T + theta[:, 3]
+        warped = sample_voxels(mov, (q * radius + centre)[None], "linear", padding="border")
+        loss = _masked_mse(warped, fix, weight)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        a = torch.eye(3) + theta[:, :3]
+        t = theta[:, 3] * radius
+        # In pooled grid-point units: x' = c + a (x - c) + t; then to full-resolution voxels,
+        # where grid point v sits at v*level + (level-1)/2.
+        lvl = torch.eye(4, dtype=torch.float64)
+        lvl[:3, :3] *= level
+        lvl[:3, 3] = (level - 1) / 2.0
+        m = torch.eye(4, dtype=torch.float64)
+        m[:3, :3] = a.double()
+        m[:3, 3] = (centre - a @ centre + t).double()
+        return lvl @ m @ torch.linalg.inv(lvl)
