@@ -16,4 +16,5 @@ for part in PARTS:
     packages.append(f"synthvox.{part}")
     packages += [f"synthvox.{part}.{sub}" for sub in find_packages(part)]
 
-setup(packages=packages, package_dir=package_dir)
+# the bundled pretrained checkpoint travels with the package (train/bundled/)
+setup(packages=packages, package_dir=package_dir, package_data={"synthvox.train": ["bundled/*"]})
