@@ -11,6 +11,7 @@ BENCHMARKS: list[str] = [
     "bench_ensemble",
     "bench_engine",
     "bench_pipelines",
+    "bench_labels_store",
     "bench_train",
     "bench_registration",
     "bench_fewshot",

@@ -15,6 +15,8 @@ __all__ = ["synth_shards", "verify", "info", "convert"]
 @click.option("--task-size", type=click.IntRange(min=1), default=None, help="Samples per task / tar shard (fixed per store; default: the store's, or 256 for a new one).")
 @click.option("--size", type=click.IntRange(min=8), default=None, help="Volume side D = H = W (overrides the config).")
 @click.option("--formats", default="wds", show_default=True, help="wds, zarr or wds,zarr.")
+@click.option("--content", type=click.Choice(["full", "labels"]), default="full", show_default=True,
+              help="full: labels and views; labels: label maps and meta only (~40x smaller at 128^3), views rendered on load.")
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="YAML config (its engine: section).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Global seed.")
 @click.option("--bank", default=None, help="Template bank directory (default: the built-in procedural bank).")
@@ -24,7 +26,7 @@ __all__ = ["synth_shards", "verify", "info", "convert"]
 @click.option("--reverify", is_flag=True, help="On resume, check the sha256 of finished shards, not only their sizes.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (tasks, bytes, disk, CPU-hours) and exit.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def synth_shards(out, samples, task_size, size, formats, config, seed, bank, workers, scheduler, max_failures,
+def synth_shards(out, samples, task_size, size, formats, content, config, seed, bank, workers, scheduler, max_failures,
                  reverify, dry_run, quiet) -> None:
     """Render samples into a sharded WebDataset / Zarr v3 store; rerun the same command to resume."""
     from synthvox.engine.config import ConfigError, load_engine_config
@@ -39,11 +41,13 @@ def synth_shards(out, samples, task_size, size, formats, config, seed, bank, wor
     if dry_run:
         from synthvox.pipelines.plan import format_plan, plan
 
-        click.echo(format_plan(plan(out, samples, task_size or DEFAULT_TASK_SIZE, cfg, fmts, seed=seed, workers=workers)))
+        click.echo(format_plan(plan(out, samples, task_size or DEFAULT_TASK_SIZE, cfg, fmts, seed=seed, workers=workers,
+                                    content=content)))
         return
     try:
         summary = run(out, samples, task_size=task_size, cfg=cfg, seed=seed, formats=fmts, workers=workers,
-                      scheduler=scheduler, max_failures=max_failures, reverify=reverify, progress=not quiet)
+                      scheduler=scheduler, max_failures=max_failures, reverify=reverify, progress=not quiet,
+                      content=content)
     except PipelineError as e:
         raise click.ClickException(str(e)) from None
     except (OSError, ValueError) as e:
@@ -86,7 +90,23 @@ def info(store, as_json) -> None:
     click.echo(json.dumps(d, indent=1) if as_json else format_info(d))
 
 
-@click.command("convert", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def convert() -> None:
-    """Convert a store between full and labels-only content (not yet implemented)."""
-    raise click.ClickException("synthvox convert is not yet implemented (issue 7: labels-only stores)")
+@click.command("convert")
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--content", type=click.Choice(["full", "labels"]), required=True,
+              help="Content of the copy: full (paint the views from labels and meta) or labels (drop the views).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="The new store (created or resumed).")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="LocalCluster worker processes (default: one per core; 0: in-process, no Dask).")
+@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def convert(store, content, out, workers, scheduler, quiet) -> None:
+    """Copy STORE with the other content: labels -> full renders views, full -> labels drops them."""
+    from synthvox.pipelines.convert import convert as run
+    from synthvox.pipelines.runner import PipelineError
+
+    try:
+        summary = run(store, out, content, workers=workers, scheduler=scheduler, progress=not quiet)
+    except (PipelineError, OSError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"done: {summary['tasks_done']}/{summary['tasks']} tasks ({summary['tasks_skipped']} already there, "
+               f"{summary['tasks_rendered']} converted) in {summary['seconds']:.1f} s -> {summary['store']} "
+               f"(content {content})")

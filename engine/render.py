@@ -24,7 +24,7 @@ from .device import device_type
 from .schema import SCHEMA_VERSION, label_dtype, quantise
 from .seeds import child_seed, numpy_rng
 
-__all__ = ["render_sample", "render_labels", "render_views", "render_views_from_meta", "sample_to_numpy",
+__all__ = ["render_sample", "render_labels", "render_views", "render_views_from_meta", "view_params", "sample_to_numpy",
            "torch_label_dtype"]
 
 _TORCH_LABEL = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16}
@@ -101,7 +101,8 @@ def _render_labels(cfg: EngineConfig, seed: int, index: int, bank: Any, device: 
     return lab, labels, meta
 
 
-def _view_params(cfg: EngineConfig, seed: int, index: int, shape: tuple[int, ...]) -> list[tuple[AppearanceParams, int]]:
+def view_params(cfg: EngineConfig, seed: int, index: int, shape: tuple[int, ...]) -> list[tuple[AppearanceParams, int]]:
+    """Each view's drawn appearance parameters and noise seed for sample `index` (nothing painted)."""
     out = []
     for v in range(cfg.views):
         a = sample_appearance(cfg.appearance, cfg.max_labels, tuple(shape), numpy_rng(seed, index, "appearance", v))  # type: ignore[arg-type]
@@ -129,7 +130,7 @@ def _paint(labels: torch.Tensor, views: list[tuple[AppearanceParams, int]], devi
 def render_views(labels: torch.Tensor, cfg: EngineConfig, seed: int, index: int,
                  device: str | torch.device = "cpu") -> torch.Tensor:
     """(V, D, H, W) uint8 views of sample `index` painted on `labels`; equals render_sample's views."""
-    return _paint(labels, _view_params(cfg, seed, index, tuple(labels.shape)), torch.device(device))
+    return _paint(labels, view_params(cfg, seed, index, tuple(labels.shape)), torch.device(device))
 
 
 def render_views_from_meta(labels: torch.Tensor, meta: dict[str, Any], device: str | torch.device = "cpu") -> torch.Tensor:
@@ -155,7 +156,7 @@ def render_sample(cfg: EngineConfig, seed: int, index: int, bank: Any = None, de
     device = torch.device(device)
     lab, labels, meta = _render_labels(cfg, seed, index, bank, device, timings)
     t0 = time.process_time()
-    views_params = _view_params(cfg, seed, index, tuple(labels.shape))
+    views_params = view_params(cfg, seed, index, tuple(labels.shape))
     _lap(timings, "appearance_params", t0)
     views = _paint(lab, views_params, device, timings)
     meta["appearance"] = [a.to_json() for a, _ in views_params]

@@ -40,7 +40,8 @@ def format_info(d: dict[str, Any]) -> str:
     return "\n".join([
         f"store        {d['store']}",
         f"samples      {d['samples']} ({'complete' if d['complete'] else 'INCOMPLETE'}: {d['tasks_done']}/{d['tasks']} tasks of {d['task_size']})",
-        f"content      {d['content']}, formats {','.join(d['formats'])}, volume {d['size']}, {d['views']} views, labels {d['label_dtype']}",
+        f"content      {d['content']}" + (" (labels and meta; views rendered on load)" if d["content"] == "labels" else "")
+        + f", formats {','.join(d['formats'])}, volume {d['size']}, {d['views']} views, labels {d['label_dtype']}",
         f"bytes/sample {bps}",
         f"config hash  {d['engine_config_hash']}",
         f"seed         {d['seed']}",

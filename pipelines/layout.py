@@ -6,6 +6,7 @@ STORE/records/task-000003.json           one small record per finished task (wri
 STORE/records/block-00000.jsonl          RECORD_BLOCK consolidated records (written by the client)
 STORE/wds/shard-000003.tar               one WebDataset tar per task
 STORE/zarr/                              a Zarr v3 group: arrays `labels` (N,D,H,W), `views` (N,V,D,H,W)
+                                         (a `labels` store has no `views` array)
 STORE/zarr/labels/c/7/0/0/0              one Zarr shard file (ZARR_SHARD samples) per shard index
 STORE/zarr-meta/task-000003.jsonl        the samples' `meta` for the Zarr format, one line per sample
 STORE/logs/                              run logs (hosts, times): not part of the reproducible store
@@ -20,7 +21,7 @@ import uuid
 from pathlib import Path
 
 __all__ = [
-    "MANIFEST", "RECORD_BLOCK", "DEFAULT_TASK_SIZE", "ZARR_SHARD", "ARRAYS",
+    "MANIFEST", "RECORD_BLOCK", "DEFAULT_TASK_SIZE", "ZARR_SHARD", "ARRAYS", "CONTENTS", "stored_arrays",
     "record_path", "block_path", "wds_path", "zarr_shard_key", "zarr_meta_path",
     "tmp_name", "zarr_shard_samples", "task_range", "num_tasks", "REPRODUCIBLE_EXCLUDE",
 ]
@@ -30,8 +31,18 @@ RECORD_BLOCK = 1024            # task records per consolidated block file
 DEFAULT_TASK_SIZE = 256        # fixed, never derived from the worker count: the layout must not depend on it
 ZARR_SHARD = 32                # samples per Zarr shard (at most)
 ARRAYS = ("labels", "views")
+#: store content kinds: `full` keeps labels and views; `labels` keeps labels and each sample's
+#: meta (the recorded appearance parameters and noise seeds), and readers re-render the views
+CONTENTS = ("full", "labels")
 #: top-level entries that hold run logs and temporaries, excluded from byte comparisons
 REPRODUCIBLE_EXCLUDE = ("logs",)
+
+
+def stored_arrays(content: str) -> tuple[str, ...]:
+    """The arrays a store of `content` holds (views are re-rendered on load in a `labels` store)."""
+    if content not in CONTENTS:
+        raise ValueError(f"content {content!r}: choose from {', '.join(CONTENTS)}")
+    return ARRAYS if content == "full" else ("labels",)
 
 
 def record_path(root: Path, task: int) -> Path:

@@ -1,6 +1,6 @@
 """The store manifest, the per-task records, their consolidation and compatibility checks.
 
-`manifest.json` describes the store (schema version, content, engine config and hash, seed,
+`manifest.json` describes the store (schema version, content `full` or `labels`, engine config and hash, seed,
 sample count, task size, formats, versions) plus a few totals the client refreshes now and
 then. A task writes its own small record `records/task-NNNNNN.json` after its files are in
 place; the client folds records into `records/block-NNNNN.jsonl` files of RECORD_BLOCK tasks
@@ -18,11 +18,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from .atomic import write_bytes_atomic, write_json_atomic
-from .layout import MANIFEST, RECORD_BLOCK, block_path, num_tasks, record_path, task_range
+from .layout import MANIFEST, RECORD_BLOCK, block_path, num_tasks, record_path, stored_arrays, task_range
 
 __all__ = [
     "STORE_VERSION", "StoreMismatch", "software_versions", "make_manifest", "read_manifest",
-    "check_compatible", "iter_records", "RecordBook", "record_is_intact",
+    "check_compatible", "iter_records", "find_record", "RecordBook", "record_is_intact",
 ]
 
 STORE_VERSION = 1  # layout version of pipelines stores (bump on any layout change)
@@ -58,6 +58,7 @@ def make_manifest(*, cfg_dict: dict[str, Any], cfg_hash: str, bank_hash: str, se
     from .wds_io import WDS_LEVEL
     from .zarr_io import ZARR_LEVEL
 
+    arrays = stored_arrays(content)  # `shapes` keep the views' shape: readers of a labels store render them
     return {
         "schema_version": SCHEMA_VERSION,
         "store_version": STORE_VERSION,
@@ -73,8 +74,8 @@ def make_manifest(*, cfg_dict: dict[str, Any], cfg_hash: str, bank_hash: str, se
         "formats": list(formats),
         "label_dtype": label_dtype,
         "shapes": {"labels": [size] * 3, "views": [views] + [size] * 3},
-        "codecs": {"wds": {k: f"npy+zstd-{v} (numcodecs, checksum)" for k, v in WDS_LEVEL.items()},
-                   "zarr": {k: f"sharding(1 sample per chunk, zstd-{v}, checksum)" for k, v in ZARR_LEVEL.items()}},
+        "codecs": {"wds": {k: f"npy+zstd-{v} (numcodecs, checksum)" for k, v in WDS_LEVEL.items() if k in arrays},
+                   "zarr": {k: f"sharding(1 sample per chunk, zstd-{v}, checksum)" for k, v in ZARR_LEVEL.items() if k in arrays}},
         "record_block": RECORD_BLOCK,
         "versions": software_versions(),
         "complete": False,
@@ -102,7 +103,7 @@ def read_manifest(root: Path) -> dict[str, Any]:
 
 #: manifest keys that must match for a run to continue or grow a store, with what to do
 _MUST_MATCH = {
-    "content": "use another --out",
+    "content": "pass the store's --content, or another --out; `synthvox convert` copies a store with the other content",
     "engine_config_hash": "use the same --config/--size/--bank as before, or another --out",
     "seed": "use the same --seed, or another --out",
     "task_size": "use the same --task-size (the store's layout depends on it), or another --out",
@@ -144,6 +145,19 @@ def iter_records(root: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads((rdir / n).read_text())
             except (OSError, json.JSONDecodeError):
                 continue  # unreadable record: its task is simply rendered again
+
+
+def find_record(root: Path, task: int) -> dict[str, Any] | None:
+    """The record of one task (its consolidated block, else its loose file), or None."""
+    b = block_path(Path(root), task // RECORD_BLOCK)
+    if b.is_file():
+        for line in b.read_text().splitlines():
+            if line and json.loads(line).get("task") == task:
+                return json.loads(line)
+    try:
+        return json.loads(record_path(Path(root), task).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def record_is_intact(root: Path, rec: dict[str, Any], manifest: dict[str, Any], check_hash: bool = False) -> bool:

@@ -22,7 +22,7 @@ CALIBRATION_SAMPLES = 2    # samples vary a lot in cost; average a few
 #: CPU time grows about like side**CPU_EXPONENT above 64^3 (measured here: 64^3 -> 128^3 costs ~4x, since
 #: per-shape work scales with the surface more than the volume); a two-size fit amplified noise 8x
 CPU_EXPONENT = 2.0
-TAR_OVERHEAD = 3 * 1024  # tar headers and padding per sample (3 members)
+TAR_OVERHEAD = 3 * 1024  # tar headers and padding per sample (3 members; 2 in a labels store, about the same)
 
 
 def _free_bytes(path: Path) -> int:
@@ -32,7 +32,7 @@ def _free_bytes(path: Path) -> int:
     return shutil.disk_usage(p).free
 
 
-def _calibrate(cfg: Any, seed: int) -> dict[str, float]:
+def _calibrate(cfg: Any, seed: int, content: str = "full") -> dict[str, float]:
     """CPU time per sample and compressed bytes per voxel from a few renders at <= 64^3.
 
     Above 64^3 the CPU time is scaled by (size / 64) ** CPU_EXPONENT and the bytes by voxel
@@ -41,16 +41,18 @@ def _calibrate(cfg: Any, seed: int) -> dict[str, float]:
     from synthvox.engine.configbase import replace
     from synthvox.engine.templates import resolve_bank
 
-    from .task import render_numpy
-    from .wds_io import encode_array
+    from . import task
+    from .wds_io import _meta_bytes, encode_array
 
+    # a labels task draws the views' parameters but paints none: calibrate what the tasks will run
+    render = task.render_labels_numpy if content == "labels" else task.render_numpy
     bank = resolve_bank(cfg.bank)
-    render_numpy(replace(cfg, {"size": 16}, "engine"), seed, 0, bank)  # warm-up: imports, allocator, caches
+    render(replace(cfg, {"size": 16}, "engine"), seed, 0, bank)  # warm-up: imports, allocator, caches
     side = min(cfg.size, CALIBRATION_SIDE)
     small = replace(cfg, {"size": side}, "engine")
     c0 = time.process_time()
     for i in range(CALIBRATION_SAMPLES):
-        s = render_numpy(small, seed, i, bank)
+        s = render(small, seed, i, bank)
     cpu = (time.process_time() - c0) / CALIBRATION_SAMPLES
     vox = side ** 3
     per_sample = cpu * (cfg.size / side) ** CPU_EXPONENT
@@ -58,22 +60,27 @@ def _calibrate(cfg: Any, seed: int) -> dict[str, float]:
         "side": side, "scaled": side != cfg.size,
         "cpu_s_per_sample": per_sample,
         "labels_bytes_per_voxel": len(encode_array(s["labels"], "labels")) / vox,
-        "views_bytes_per_voxel": len(encode_array(s["views"], "views")) / (vox * cfg.views),
+        "views_bytes_per_voxel": len(encode_array(s["views"], "views")) / (vox * cfg.views) if "views" in s else 0.0,
+        "meta_bytes": len(_meta_bytes(s["meta"])),  # about constant in the volume size
     }
 
 
 def plan(out: str | Path, samples: int, task_size: int, cfg: Any, formats: tuple[str, ...], seed: int = 0,
-         workers: int | None = None, calibrate: bool = True) -> dict[str, Any]:
+         workers: int | None = None, calibrate: bool = True, content: str = "full") -> dict[str, Any]:
     """The plan of `synth_shards` with these arguments, as a dict."""
     import os
 
+    from .layout import stored_arrays
+
+    stored_arrays(content)  # validates the content kind
     tasks = num_tasks(samples, task_size)
     vox = cfg.size ** 3
+    views_stored = cfg.views if content == "full" else 0
     p: dict[str, Any] = {
         "store": str(out), "samples": samples, "task_size": task_size, "tasks": tasks,
         "last_task_samples": samples - (tasks - 1) * task_size, "zarr_shard": zarr_shard_samples(task_size),
-        "formats": list(formats), "size": cfg.size, "views": cfg.views,
-        "raw_bytes_per_sample": vox * (cfg.views + (1 if cfg.max_labels <= 255 else 2)),
+        "formats": list(formats), "size": cfg.size, "views": cfg.views, "content": content,
+        "raw_bytes_per_sample": vox * (views_stored + (1 if cfg.max_labels <= 255 else 2)),
         "free_bytes": _free_bytes(Path(out)), "workers": workers or os.cpu_count(),
         "existing": None,
     }
@@ -85,9 +92,9 @@ def plan(out: str | Path, samples: int, task_size: int, cfg: Any, formats: tuple
         p["existing"] = {"samples": m.get("samples"), "tasks_done": m.get("tasks_done"), "tasks": m.get("tasks")}
     if calibrate:
         t0 = time.perf_counter()
-        c = _calibrate(cfg, seed)
+        c = _calibrate(cfg, seed, content)
         p["calibration"] = {**c, "seconds": time.perf_counter() - t0}
-        per = c["labels_bytes_per_voxel"] * vox + c["views_bytes_per_voxel"] * vox * cfg.views
+        per = c["labels_bytes_per_voxel"] * vox + c["views_bytes_per_voxel"] * vox * views_stored + c["meta_bytes"]
         per_fmt = {"wds": per + TAR_OVERHEAD, "zarr": per + 64}
         p["bytes_per_sample"] = {f: per_fmt[f] for f in formats}
         p["total_bytes"] = float(sum(per_fmt[f] for f in formats) * samples)
@@ -105,6 +112,8 @@ def format_plan(p: dict[str, Any]) -> str:
     lines = [
         f"plan for {p['store']}:",
         f"  samples {p['samples']:,} of {p['size']}^3 with {p['views']} views, formats {','.join(p['formats'])}",
+        "  content labels: label maps and meta, views rendered on load" if p.get("content") == "labels"
+        else "  content full: label maps and views",
         f"  tasks {p['tasks']:,} of {p['task_size']} samples (last {p['last_task_samples']}), "
         f"Zarr shards of {p['zarr_shard']} samples",
         f"  uncompressed {p['raw_bytes_per_sample'] / 1e6:.3f} MB per sample",

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 from .atomic import StoreIOError, write_bytes_atomic
 from .faults import ENV as FAULTS_ENV
 from .faults import parse_faults
-from .layout import DEFAULT_TASK_SIZE, MANIFEST, num_tasks, task_range, zarr_shard_samples
+from .layout import DEFAULT_TASK_SIZE, MANIFEST, num_tasks, stored_arrays, task_range, zarr_shard_samples
 from .manifest import RecordBook, check_compatible, make_manifest, read_manifest
 from .progress import Progress
 from .task import FatalTaskError, make_spec, run_task
@@ -78,7 +78,8 @@ def cleanup_temporaries(root: Path) -> int:
 
 
 def prepare_store(out: str | Path, samples: int, task_size: int, cfg: Any, seed: int,
-                  formats: tuple[str, ...], reverify: bool = False) -> tuple[Path, dict[str, Any], RecordBook]:
+                  formats: tuple[str, ...], reverify: bool = False,
+                  content: str = "full") -> tuple[Path, dict[str, Any], RecordBook]:
     """Create or reopen the store (refusing a mismatch), write its metadata, load intact records."""
     from synthvox.engine.config import engine_config_hash
     from synthvox.engine.schema import label_dtype
@@ -94,7 +95,8 @@ def prepare_store(out: str | Path, samples: int, task_size: int, cfg: Any, seed:
     zs = zarr_shard_samples(task_size)
     manifest = make_manifest(cfg_dict=cfg.to_dict(), cfg_hash=cfg_hash, bank_hash=bank.content_hash, seed=seed,
                              samples=samples, task_size=task_size, zarr_shard=zs, formats=formats,
-                             label_dtype=str(label_dtype(cfg.max_labels)), views=cfg.views, size=cfg.size)
+                             label_dtype=str(label_dtype(cfg.max_labels)), views=cfg.views, size=cfg.size,
+                             content=content)
     if (root / MANIFEST).exists():
         old = read_manifest(root)
         check_compatible(old, manifest, root)
@@ -103,7 +105,7 @@ def prepare_store(out: str | Path, samples: int, task_size: int, cfg: Any, seed:
     for sub in ("records", "logs") + tuple(f for f in formats if f == "wds") + (("zarr-meta",) if "zarr" in formats else ()):
         (root / sub).mkdir(exist_ok=True)
     if "zarr" in formats:
-        create_zarr_arrays(root, samples, cfg.size, cfg.views, manifest["label_dtype"], zs)
+        create_zarr_arrays(root, samples, cfg.size, cfg.views, manifest["label_dtype"], zs, stored_arrays(content))
     book = RecordBook(root, manifest)
     book.load(check_hash=reverify)
     book.write_manifest()
@@ -113,25 +115,31 @@ def prepare_store(out: str | Path, samples: int, task_size: int, cfg: Any, seed:
 def synth_shards(out: str | Path, samples: int, *, task_size: int | None = None, cfg: Any = None, seed: int = 0,
                  formats: tuple[str, ...] | str = ("wds",), workers: int | None = None, scheduler: str | None = None,
                  client: Any = None, max_failures: int = 0, retries: int = 1, reverify: bool = False,
-                 progress: bool = True, window: int | None = None, stream: Any = None) -> dict[str, Any]:
+                 progress: bool = True, window: int | None = None, stream: Any = None, content: str = "full",
+                 source: str | Path | None = None) -> dict[str, Any]:
     """Render samples [0, samples) of (cfg, seed) into the store `out`; returns a summary dict.
 
+    content: "full" (labels and views) or "labels" (labels and meta; readers render the views).
     workers=0 renders in this process (no Dask); workers=None uses one process per core;
     `scheduler` (an address) or `client` (a distributed.Client) use an existing cluster.
+    source: a store whose samples the tasks read instead of rendering them (see convert.py).
     Raises PipelineError (with `.summary`) when tasks failed or the run had to stop.
     """
     from synthvox.engine.config import EngineConfig
 
     cfg = cfg or EngineConfig()
     formats = parse_formats(formats)
+    stored_arrays(content)  # validates the content kind
     if task_size is None and (Path(out) / MANIFEST).is_file():
         task_size = int(read_manifest(Path(out))["task_size"])  # resuming/growing: the store's own layout
     task_size = int(task_size or DEFAULT_TASK_SIZE)
     stream = stream or sys.stderr
-    root, manifest, book = prepare_store(out, samples, task_size, cfg, seed, formats, reverify)
+    root, manifest, book = prepare_store(out, samples, task_size, cfg, seed, formats, reverify, content)
     run = _Run(root, manifest, book, seed, formats, max_failures, retries, progress, stream)
+    run.source = str(Path(source).resolve()) if source is not None else None
     run.log(f"store {root}: {samples} samples in {manifest['tasks']} tasks of {task_size} "
-            f"({book.tasks_done} already done), formats {','.join(formats)}")
+            f"({book.tasks_done} already done), formats {','.join(formats)}, content {content}"
+            + (f", from {run.source}" if run.source else ""))
     t0 = time.perf_counter()
     try:
         if book.tasks_done < book.tasks:
@@ -164,6 +172,7 @@ class _Run:
         self.rules = parse_faults(self.faults)
         self.stream = stream
         self.progress = Progress(manifest["samples"], book.samples_done(), stream=stream, enabled=progress)
+        self.source: str | None = None  # a store to convert, read by the tasks
         self.failed: list[dict[str, Any]] = []
         self.fatal: str | None = None
         self.completed = 0
@@ -187,7 +196,8 @@ class _Run:
         a, b = task_range(task, self.manifest["samples"], self.manifest["task_size"])
         return make_spec(root=self.root, task=task, start=a, stop=b, cfg_dict=self.manifest["engine_config"],
                          cfg_hash=self.manifest["engine_config_hash"], seed=self.seed, formats=self.formats,
-                         zarr_shard=self.manifest["zarr_shard"], attempt=attempt, faults=self.faults)
+                         zarr_shard=self.manifest["zarr_shard"], attempt=attempt, faults=self.faults,
+                         content=self.manifest["content"], source=self.source)
 
     def on_result(self, rec: dict[str, Any]) -> None:
         log = rec.pop("log", {})

@@ -1,10 +1,15 @@
 """The task: render one index range and write its tar shard and Zarr shards atomically.
 
-`run_task(spec)` takes a small dict (engine config, seed, range, store path, formats) and
-returns a small record; no arrays travel through the scheduler. It renders on CPU with one
+`run_task(spec)` takes a small dict (engine config, seed, range, store path, formats, content)
+and returns a small record; no arrays travel through the scheduler. It renders on CPU with one
 torch thread, writes every file through a private temporary and renames it into place, then
 writes its record. Running a task twice (Dask may) gives the same bytes under the same names,
 so neither attempt can corrupt the other's output.
+
+Content `full` renders whole samples (`render_numpy`); content `labels` renders label maps and
+draws the views' parameters without painting them (`render_labels_numpy`). With a `source`
+store in the spec (`synthvox convert`) the task reads that store's samples of its range
+instead of rendering them: to `labels` it drops the views, to `full` it paints them from meta.
 """
 from __future__ import annotations
 
@@ -19,11 +24,12 @@ import numpy as np
 
 from .atomic import FATAL_ERRNOS, atomic_open, sha256_file, write_json_atomic
 from .faults import inject
-from .layout import record_path, wds_path
+from .labels import labels_only, render_labels_numpy, views_from_meta
+from .layout import record_path, stored_arrays, wds_path
 from .wds_io import WdsWriter
 from .zarr_io import write_zarr_meta, write_zarr_shard
 
-__all__ = ["run_task", "make_spec", "FatalTaskError", "render_numpy"]
+__all__ = ["run_task", "make_spec", "FatalTaskError", "render_numpy", "render_labels_numpy"]
 
 _BANKS: dict[Any, Any] = {}
 _ENGINES: dict[str, tuple[Any, Any, str]] = {}
@@ -70,10 +76,42 @@ def render_numpy(cfg: Any, seed: int, index: int, bank: Any) -> dict[str, Any]:
 
 
 def make_spec(*, root: Path, task: int, start: int, stop: int, cfg_dict: dict[str, Any], cfg_hash: str,
-              seed: int, formats: tuple[str, ...], zarr_shard: int, attempt: int = 0, faults: str = "") -> dict[str, Any]:
+              seed: int, formats: tuple[str, ...], zarr_shard: int, attempt: int = 0, faults: str = "",
+              content: str = "full", source: str | None = None) -> dict[str, Any]:
     return {"root": str(root), "task": task, "start": start, "stop": stop, "engine": cfg_dict,
             "engine_hash": cfg_hash, "seed": seed, "formats": list(formats), "zarr_shard": zarr_shard,
-            "attempt": attempt, "faults": faults}
+            "attempt": attempt, "faults": faults, "content": content, "source": source}
+
+
+def _source_samples(source: str, task: int, start: int, stop: int) -> tuple[Callable[[int], dict[str, Any]], Any]:
+    """(sample getter by index, device type of the source task) for converting store `source`.
+
+    Reads the source's tar shard of the same task (both stores share the task size) or, in a
+    Zarr-only store, its samples by index; views are never rendered here.
+    """
+    from .manifest import find_record, read_manifest
+
+    m = read_manifest(Path(source))
+    rec = find_record(Path(source), task)
+    if rec is None or list(rec["range"]) != [start, stop]:
+        raise FatalTaskError(f"source store {source} has no finished task {task} with samples [{start}, {stop}); "
+                             "finish it with synthvox synth-shards before converting")
+    if "wds" in m["formats"]:
+        from .wds_io import iter_wds_shard
+
+        it = iter_wds_shard(wds_path(Path(source), task), render_views=False)
+
+        def get(i: int) -> dict[str, Any]:
+            s = next(it)
+            if s["index"] != i:
+                raise ValueError(f"{wds_path(Path(source), task)}: sample {s['index']} where {i} was expected (damaged shard)")
+            return s
+    else:
+        from .zarr_io import ZarrReader
+
+        reader = ZarrReader(source, render_views=False)
+        get = reader.__getitem__
+    return get, rec.get("device_type")
 
 
 def run_task(spec: dict[str, Any], renderer: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -91,18 +129,31 @@ def run_task(spec: dict[str, Any], renderer: Callable[..., dict[str, Any]] | Non
         raise FatalTaskError(
             f"task {task} on {socket.gethostname()}: the engine config hash differs from the store's "
             "(another template bank content at the same path?); make every worker see the same bank")
-    render = renderer or render_numpy
+    content = spec.get("content", "full")
+    dev_type = device_type("cpu")
+    if spec.get("source"):
+        get, src_type = _source_samples(spec["source"], task, int(spec["start"]), int(spec["stop"]))
+        if content == "labels":
+            dev_type = src_type  # nothing is rendered: the labels are the source's
+
+            def render(cfg: Any, seed: int, i: int, bank: Any) -> dict[str, Any]:
+                return labels_only(get(i))
+        else:
+            def render(cfg: Any, seed: int, i: int, bank: Any) -> dict[str, Any]:
+                return views_from_meta(get(i))
+    else:
+        render = renderer or (render_labels_numpy if content == "labels" else render_numpy)
     formats = spec["formats"]
     zs = int(spec["zarr_shard"])
     files: dict[str, dict[str, Any]] = {}
     try:
-        files.update(_write_task(root, task, attempt, spec, cfg, bank, render, formats, zs, rules))
+        files.update(_write_task(root, task, attempt, spec, cfg, bank, render, formats, zs, rules, stored_arrays(content)))
     except OSError as e:
         if e.errno in FATAL_ERRNOS:
             raise FatalTaskError(str(e)) from e
         raise
     record = {"task": task, "range": [int(spec["start"]), int(spec["stop"])], "files": files,
-              "formats": sorted(formats), "device_type": device_type("cpu")}
+              "formats": sorted(formats), "device_type": dev_type}
     try:
         write_json_atomic(record_path(root, task), record)
     except OSError as e:
@@ -114,7 +165,7 @@ def run_task(spec: dict[str, Any], renderer: Callable[..., dict[str, Any]] | Non
 
 def _write_task(root: Path, task: int, attempt: int, spec: dict[str, Any], cfg: Any, bank: Any,
                 render: Callable[..., dict[str, Any]], formats: list[str], zs: int,
-                rules: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+                rules: list[dict[str, Any]], arrays: tuple[str, ...] = ("labels", "views")) -> dict[str, dict[str, Any]]:
     start, stop, seed = int(spec["start"]), int(spec["stop"]), int(spec["seed"])
     files: dict[str, dict[str, Any]] = {}
     metas: list[tuple[int, dict[str, Any]]] = []
@@ -125,7 +176,7 @@ def _write_task(root: Path, task: int, attempt: int, spec: dict[str, Any], cfg: 
 
     def flush_zarr() -> None:
         shard = buf[0]["index"] // zs
-        for name in ("labels", "views"):
+        for name in arrays:
             data = np.stack([s[name] for s in buf])
             rel = write_zarr_shard(root, name, shard, zs, data, on_member)
             files[rel] = {}
@@ -141,7 +192,7 @@ def _write_task(root: Path, task: int, attempt: int, spec: dict[str, Any], cfg: 
             if i == start:
                 inject(rules, "render", task, attempt)
             if writer is not None:
-                writer.write(s)
+                writer.write(s, arrays)
             if "zarr" in formats:
                 metas.append((i, s["meta"]))
                 buf.append(s)

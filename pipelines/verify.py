@@ -5,6 +5,10 @@ task's range, every file has its recorded size and (unless quick) sha256, and ev
 decodes (quick: K random ones) with the right index, shape and dtype. Then K random samples
 are re-rendered and compared: exactly when the shard's device type equals this one's, else
 labels exactly and views within one quantisation step; the report says which.
+
+A `labels` store holds no views: samples must have labels and a meta with every view's
+appearance parameters and seeds; the re-render check compares the stored labels exactly and
+the views painted here from the stored meta with a fresh render here (so always exactly).
 """
 from __future__ import annotations
 
@@ -15,18 +19,37 @@ from typing import Any
 import numpy as np
 
 from .atomic import sha256_file
-from .layout import num_tasks, task_range, wds_path
+from .layout import num_tasks, stored_arrays, task_range, wds_path
 from .manifest import read_manifest, record_is_intact
 from .store import open_store
 
 __all__ = ["verify", "verify_task", "format_report"]
 
 
+def _check_meta(meta: dict[str, Any] | None, manifest: dict[str, Any], where: str) -> list[str]:
+    """A labels-store meta records each view's appearance parameters and noise seed."""
+    meta = meta or {}
+    n = len(meta.get("appearance", [])), len(meta.get("appearance_noise_seeds", []))
+    v = manifest["shapes"]["views"][0]
+    if n != (v, v):
+        return [f"{where}: meta records {n[0]} appearance parameter sets and {n[1]} noise seeds, "
+                f"expected {v} of each (its views cannot be re-rendered)"]
+    return []
+
+
 def _check_sample(s: dict[str, Any], manifest: dict[str, Any], where: str) -> list[str]:
     shapes = manifest["shapes"]
     out = []
+    if "labels" not in s:
+        return [f"{where}: no labels member"]
     if list(s["labels"].shape) != shapes["labels"] or str(s["labels"].dtype) != manifest["label_dtype"]:
         out.append(f"{where}: labels {s['labels'].dtype}{list(s['labels'].shape)}, expected {manifest['label_dtype']}{shapes['labels']}")
+    if manifest.get("content", "full") == "labels":
+        if "views" in s:
+            out.append(f"{where}: holds views, but the store's content is 'labels'")
+        return out + _check_meta(s.get("meta"), manifest, where)
+    if "views" not in s:
+        return out + [f"{where}: no views member"]
     if list(s["views"].shape) != shapes["views"] or s["views"].dtype != np.uint8:
         out.append(f"{where}: views {s['views'].dtype}{list(s['views'].shape)}, expected uint8{shapes['views']}")
     return out
@@ -72,7 +95,7 @@ def verify_task(root: str, task: int, manifest: dict[str, Any], record: dict[str
         rel = wds_path(rootp, task).relative_to(rootp).as_posix()
         try:
             seen = []
-            for s in iter_wds_shard(rootp / rel):
+            for s in iter_wds_shard(rootp / rel, render_views=False):
                 seen.append(s["index"])
                 if s["index"] in want:
                     for msg in _check_sample(s, manifest, f"sample {s['index']}"):
@@ -84,9 +107,9 @@ def verify_task(root: str, task: int, manifest: dict[str, Any], record: dict[str
     if "zarr" in manifest["formats"]:
         from .layout import zarr_shard_key
 
-        arrays = ZarrReader(rootp, allow_partial=True)._open()
+        arrays = ZarrReader(rootp, allow_partial=True, render_views=False)._open()
         zs = manifest["zarr_shard"]
-        for name in ("labels", "views"):
+        for name in stored_arrays(manifest.get("content", "full")):
             expected = [len(want)] + manifest["shapes"][name]
             try:
                 got = np.stack([np.asarray(arrays[name][i]) for i in want])
@@ -102,7 +125,13 @@ def verify_task(root: str, task: int, manifest: dict[str, Any], record: dict[str
                         break
                 bad(zarr_shard_key(name, failing // zs), f"{name} of sample {failing} does not decode: {type(e).__name__}: {e}")
         try:
-            ZarrReader(rootp, allow_partial=True)._meta_of(want[0])
+            zr = ZarrReader(rootp, allow_partial=True, render_views=False)
+            if manifest.get("content") == "labels":  # each meta must hold what re-renders its views
+                for i in want:
+                    for msg in _check_meta(zr._meta_of(i), manifest, f"sample {i}"):
+                        bad(f"zarr-meta/task-{task:06d}.jsonl", msg)
+            else:
+                zr._meta_of(want[0])
         except Exception as e:  # noqa: BLE001
             bad(f"zarr-meta/task-{task:06d}.jsonl", f"meta does not read: {type(e).__name__}: {e}")
     return probs
@@ -112,29 +141,35 @@ def _rerender_check(store: Any, indices: list[int], records: dict[int, dict[str,
     from synthvox.engine.device import device_type, same_device_type
     from synthvox.engine.templates import resolve_bank
 
+    from .labels import views_from_meta
     from .task import render_numpy
     from .wds_io import iter_wds_shard
     from .zarr_io import ZarrReader
 
     m = store.manifest
+    labels_store = store.content == "labels"
     cfg = store.engine_config
     bank = resolve_bank(cfg.bank)
     here = device_type("cpu")
     probs, modes = [], set()
-    zr = ZarrReader(store.path, allow_partial=True) if "zarr" in store.formats else None
+    zr = ZarrReader(store.path, allow_partial=True, render_views=False) if "zarr" in store.formats else None
     for i in indices:
         task = i // m["task_size"]
         rec = records.get(task)
         if rec is None:
             continue
-        exact = same_device_type(rec["device_type"], here)
-        modes.add("exact (same device type)" if exact else "labels exact, views within one quantisation step (other device type)")
+        if labels_store:  # the views are painted here from the stored meta: same device type as the fresh render
+            exact = True
+            modes.add("labels exact, views painted here from the stored meta exact (labels store)")
+        else:
+            exact = same_device_type(rec["device_type"], here)
+            modes.add("exact (same device type)" if exact else "labels exact, views within one quantisation step (other device type)")
         fresh = render_numpy(cfg, m["seed"], i, bank)
         stored = []
         if "wds" in store.formats:
             rel = wds_path(store.path, task).relative_to(store.path).as_posix()
             try:
-                stored.append((rel, next(s for s in iter_wds_shard(store.path / rel) if s["index"] == i)))
+                stored.append((rel, next(s for s in iter_wds_shard(store.path / rel, render_views=False) if s["index"] == i)))
             except Exception:  # noqa: BLE001 - decoding problems are reported by verify_task
                 pass
         if zr is not None:
@@ -146,6 +181,12 @@ def _rerender_check(store: Any, indices: list[int], records: dict[int, dict[str,
             if not np.array_equal(s["labels"], fresh["labels"]):
                 probs.append({"task": task, "file": where, "problem": f"sample {i}: re-rendered labels differ"})
                 continue
+            if labels_store:
+                try:
+                    s = views_from_meta(s)
+                except (ValueError, KeyError, TypeError) as e:
+                    probs.append({"task": task, "file": where, "problem": f"sample {i}: views do not render from its meta: {e}"})
+                    continue
             diff = np.abs(s["views"].astype(np.int16) - fresh["views"].astype(np.int16)).max()
             if (exact and diff != 0) or diff > 1:
                 probs.append({"task": task, "file": where, "problem": f"sample {i}: re-rendered views differ (max {int(diff)})"})

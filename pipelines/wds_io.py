@@ -6,6 +6,9 @@ Members of sample `i` (the key has no dots, as WebDataset requires)::
     {i:010d}.views.npy.zst     (V, D, H, W) uint8
     {i:010d}.meta.json         the sample's meta (sorted keys)
 
+A `labels` store has no views member: its meta records each view's appearance parameters and
+noise seeds, and `iter_wds_shard` re-renders the views on load (render_views=True, the default).
+
 Every tar header has mtime 0, uid/gid 0, empty user/group names and mode 0644, so the same
 samples always give the same bytes. `decode_wds_sample` turns a WebDataset dict of raw member
 bytes into the sample contract, for use in `webdataset` pipelines (`.map(decode_wds_sample)`).
@@ -74,11 +77,11 @@ class WdsWriter:
         if self._on_member is not None:
             self._on_member()
 
-    def write(self, sample: dict[str, Any]) -> None:
-        """Append one numpy sample (labels, views, index, meta)."""
+    def write(self, sample: dict[str, Any], arrays: tuple[str, ...] = ("labels", "views")) -> None:
+        """Append one numpy sample: its `arrays` (("labels",) in a labels store), then its meta."""
         key = sample_key(int(sample["index"]))
-        self._add(f"{key}.labels.npy.zst", encode_array(sample["labels"], "labels"))
-        self._add(f"{key}.views.npy.zst", encode_array(sample["views"], "views"))
+        for name in arrays:
+            self._add(f"{key}.{name}.npy.zst", encode_array(sample[name], name))
         self._add(f"{key}.meta.json", _meta_bytes(sample["meta"]))
 
     def close(self) -> None:
@@ -86,7 +89,10 @@ class WdsWriter:
 
 
 def decode_wds_sample(raw: dict[str, Any]) -> dict[str, Any]:
-    """A WebDataset dict (`__key__` plus raw member bytes by extension) -> the sample dict."""
+    """A WebDataset dict (`__key__` plus raw member bytes by extension) -> the sample dict.
+
+    A labels store's samples come without views: add `.map(views_from_meta)` to paint them.
+    """
     key = raw["__key__"]
     key = key.rsplit("/", 1)[-1]
     out: dict[str, Any] = {"index": int(key)}
@@ -100,11 +106,19 @@ def decode_wds_sample(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def iter_wds_shard(path: str | Path) -> Iterator[dict[str, Any]]:
+def iter_wds_shard(path: str | Path, render_views: bool = True) -> Iterator[dict[str, Any]]:
     """Yield the samples of one tar shard in index order (streaming, one sample in memory).
 
+    Samples of a labels store get their views re-rendered on CPU from labels and meta
+    (`labels.views_from_meta`) unless render_views=False (then: labels, index, meta).
     A truncated or damaged tar raises `tarfile.ReadError` / `ValueError` naming the file.
     """
+    if render_views:
+        from .labels import views_from_meta
+
+        for s in iter_wds_shard(path, render_views=False):  # rendering errors are not tar errors
+            yield views_from_meta(s)
+        return
     path = Path(path)
     try:
         with tarfile.open(path, mode="r|") as tar:

@@ -7,6 +7,7 @@ writes the metadata (`zarr.json`) once; a task encodes each shard through a priv
 array with identical metadata, then `os.replace`s the shard file into place: no two attempts
 ever write the same file, and a shard appears only complete. Compression: `zarr.codecs.ZstdCodec`
 (with its checksum) inside the sharding codec. Sample meta lives in `STORE/zarr-meta/` (JSON lines).
+A `labels` store has no ``views`` array; `ZarrReader` re-renders the views from labels and meta.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .atomic import StoreIOError, explain_oserror, write_bytes_atomic
-from .layout import MANIFEST, zarr_meta_path, zarr_shard_key
+from .labels import views_from_meta
+from .layout import MANIFEST, stored_arrays, zarr_meta_path, zarr_shard_key
 
 __all__ = ["ZARR_LEVEL", "create_zarr_arrays", "write_zarr_shard", "write_zarr_meta", "ZarrReader"]
 
@@ -33,12 +35,14 @@ def _compressors(name: str) -> Any:
     return ZstdCodec(level=ZARR_LEVEL[name], checksum=True)
 
 
-def create_zarr_arrays(root: Path, samples: int, size: int, views: int, label_dtype: str, zarr_shard: int) -> None:
-    """Create (or grow) the group and its two arrays; metadata only, written by the client once."""
+def create_zarr_arrays(root: Path, samples: int, size: int, views: int, label_dtype: str, zarr_shard: int,
+                       arrays: tuple[str, ...] = ("labels", "views")) -> None:
+    """Create (or grow) the group and its arrays; metadata only, written by the client once."""
     import zarr
 
     zroot = Path(root) / "zarr"
     shapes = {"labels": (samples, size, size, size), "views": (samples, views, size, size, size)}
+    shapes = {k: v for k, v in shapes.items() if k in arrays}
     dtypes = {"labels": label_dtype, "views": "uint8"}
     if (zroot / "zarr.json").exists():
         group = zarr.open_group(str(zroot), mode="r+", zarr_format=3)
@@ -110,9 +114,11 @@ class ZarrReader:
 
     Opens lazily and drops its handles when pickled, so each DataLoader worker opens its own.
     Refuses an incomplete store unless `allow_partial=True` (missing shards would read as zeros).
+    In a labels store `r[i]` renders the views on CPU from labels and meta, unless
+    render_views=False (then: labels, index, meta).
     """
 
-    def __init__(self, store_path: str | Path, allow_partial: bool = False) -> None:
+    def __init__(self, store_path: str | Path, allow_partial: bool = False, render_views: bool = True) -> None:
         self.path = Path(store_path)
         manifest = json.loads((self.path / MANIFEST).read_text())
         from synthvox.engine.schema import check_schema_version
@@ -124,6 +130,8 @@ class ZarrReader:
             raise ValueError(f"{self.path} is incomplete ({manifest.get('tasks_done', 0)}/{manifest['tasks']} tasks); rerun synth-shards to finish it")
         self.num_samples = int(manifest["samples"])
         self.task_size = int(manifest["task_size"])
+        self.content = str(manifest.get("content", "full"))
+        self.render_views = render_views
         self._arrays: dict[str, Any] | None = None
         self._pid = os.getpid()
         self._meta_task = -1
@@ -139,7 +147,7 @@ class ZarrReader:
             import zarr
 
             g = zarr.open_group(str(self.path / "zarr"), mode="r", zarr_format=3)
-            self._arrays = {"labels": g["labels"], "views": g["views"]}
+            self._arrays = {name: g[name] for name in stored_arrays(self.content)}
             self._pid = os.getpid()
         return self._arrays
 
@@ -163,9 +171,16 @@ class ZarrReader:
         if not 0 <= i < self.num_samples:
             raise IndexError(f"sample {i} out of range [0, {self.num_samples}) of {self.path}")
         a = self._open()
-        return {"labels": np.asarray(a["labels"][i]), "views": np.asarray(a["views"][i]), "index": i, "meta": self._meta_of(i)}
+        s = {name: np.asarray(arr[i]) for name, arr in a.items()}
+        s.update(index=i, meta=self._meta_of(i))
+        return views_from_meta(s) if self.render_views else s
 
     def read_range(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        """Labels (n, D, H, W) and views (n, V, D, H, W) of samples [start, stop) in one read each."""
+        """Labels (n, D, H, W) and views (n, V, D, H, W) of samples [start, stop) in one read each
+        (a labels store: views rendered per sample, or left out with render_views=False)."""
         a = self._open()
-        return {"labels": np.asarray(a["labels"][start:stop]), "views": np.asarray(a["views"][start:stop])}
+        out = {name: np.asarray(arr[start:stop]) for name, arr in a.items()}
+        if "views" not in out and self.render_views:
+            out["views"] = np.stack([views_from_meta({"labels": lab, "index": i, "meta": self._meta_of(i)})["views"]
+                                     for i, lab in zip(range(start, stop), out["labels"])])
+        return out

@@ -33,8 +33,8 @@ def test_synth_shards_info_verify_convert(tmp_path):
     (tmp_path / "s" / "wds" / "shard-000001.tar").write_bytes(b"broken")
     r = CliRunner().invoke(main, ["verify", out, "--quick"])
     assert r.exit_code == 1 and "wds/shard-000001.tar" in r.output and "BAD" in r.output
-    r = CliRunner().invoke(main, ["convert"])
-    assert r.exit_code != 0 and "not yet implemented" in r.output
+    r = CliRunner().invoke(main, ["convert"])  # implemented in issue 7 (tests/test_labels_store.py)
+    assert r.exit_code != 0 and "Missing argument" in r.output
 
 
 def test_synth_shards_refusals_are_clean_messages(tmp_path):

@@ -10,6 +10,12 @@ process keeps the last one seen per worker (the DataLoader serves workers round-
 `StreamState` restores them: a resumed stream yields exactly the samples the straight run
 would have. Samples stay uint8 numpy across worker processes; they are cast on the device.
 
+Labels stores (content `labels`) hold label maps and meta, no views. Their views are painted
+with the engine's own code (render_views_from_meta, the painter render_sample uses too): in
+the DataLoader workers on CPU (`render_views="loader"`, the default; time per batch in
+`render_s`), or on the training device in the main process (`render_views="device"`: the
+batch carries `meta` instead of `views` and `views_on_device` paints them there).
+
 Engine source. Sample indices are a counter per rank (step, rank, slot) rendered on the
 training device with synthvox.engine.render.render_sample.
 
@@ -31,7 +37,7 @@ from synthvox.engine.configbase import stable_hash
 from synthvox.engine.seeds import numpy_rng
 
 __all__ = ["StoreSource", "UnitStream", "make_loader", "collate", "positions_from_state", "manifest_hash", "DataError",
-           "ENGINE_VAL_OFFSET"]
+           "ENGINE_VAL_OFFSET", "views_on_device"]
 
 #: engine-source validation indices start here (training indices are a counter far below it)
 ENGINE_VAL_OFFSET = 1 << 40
@@ -59,8 +65,11 @@ class Unit:
 class StoreSource:
     """A store opened for training: its units, held-out validation range and readers."""
 
-    def __init__(self, path: str | Path, fmt: str = "auto", val_samples: int = 0) -> None:
+    def __init__(self, path: str | Path, fmt: str = "auto", val_samples: int = 0, render_views: str = "loader") -> None:
         from synthvox.pipelines.store import open_store
+
+        if render_views not in ("loader", "device"):
+            raise DataError(f"render_views = {render_views!r}: choose 'loader' (CPU, DataLoader workers) or 'device'")
 
         self.store = open_store(path)
         self.path = Path(path)
@@ -85,12 +94,13 @@ class StoreSource:
         else:
             from synthvox.pipelines.zarr_io import ZarrReader
 
-            self.reader = ZarrReader(self.path)
+            self.reader = ZarrReader(self.path, render_views=False)  # _complete paints labels-store views
             self.all_units = [Unit(i, i + 1) for i in range(self.num_samples)]
             self.units = self.all_units[:lo]
         if not self.units:
             raise DataError(f"store {self.path}: no training samples left after holding out {val_samples} for validation")
         self.content = self.store.content
+        self.render_views = render_views if self.content == "labels" else "loader"
         self.engine_config = self.store.engine_config
         self.volume_shape = tuple(self.store.manifest.get("shapes", {}).get("labels") or [self.engine_config.size] * 3)
 
@@ -102,27 +112,33 @@ class StoreSource:
     def engine_config_hash(self) -> str | None:
         return self.store.manifest.get("engine_config_hash")
 
-    def read_unit(self, unit: Unit) -> Iterator[dict[str, Any]]:
-        """Samples of a unit in index order (uint8 numpy labels/views, int index)."""
+    def read_unit(self, unit: Unit, views: bool | None = None) -> Iterator[dict[str, Any]]:
+        """Samples of a unit in index order (uint8 numpy labels/views, int index).
+
+        A labels store's views are painted here on CPU unless `views` is False (default: unless
+        render_views == "device"); such samples carry `meta` instead of `views`.
+        """
+        paint = (self.render_views == "loader") if views is None else views
         if unit.path is not None:
             from synthvox.pipelines.wds_io import iter_wds_shard
 
-            for s in iter_wds_shard(unit.path):
-                yield self._complete(s, unit.path)
+            for s in iter_wds_shard(unit.path, render_views=False):
+                yield self._complete(s, unit.path, paint)
         else:
-            yield self._complete(self.reader[unit.start], str(self.path / "zarr"))
+            yield self._complete(self.reader[unit.start], str(self.path / "zarr"), paint)
 
-    def _complete(self, s: dict[str, Any], where: str) -> dict[str, Any]:
-        missing = [k for k in (("labels",) if self.content == "labels" else ("labels", "views")) if k not in s]
+    def _complete(self, s: dict[str, Any], where: str, paint: bool = True) -> dict[str, Any]:
+        missing = [k for k in (("labels", "meta") if self.content == "labels" else ("labels", "views")) if k not in s]
         if missing:
             raise DataError(f"{where}: sample {s.get('index')} lacks {missing}: the shard is damaged; "
                             "`synthvox verify` names bad shards, rerun synth-shards to re-render them")
-        if self.content == "labels":
-            # a labels store: re-render the views on load with the engine's own code
-            from synthvox.engine.render import render_views
+        if self.content == "labels" and paint:
+            # a labels store: paint the views on load with the engine's own code, from the stored meta
+            from synthvox.pipelines.labels import views_from_meta
 
-            labels = torch.from_numpy(np.ascontiguousarray(s["labels"]))
-            s["views"] = render_views(labels, self.engine_config, self.store.seed, int(s["index"])).cpu().numpy()
+            t0 = time.perf_counter()
+            s = views_from_meta(s)
+            s["render_s"] = time.perf_counter() - t0
         return s
 
     def val_samples(self) -> list[dict[str, Any]]:
@@ -132,7 +148,7 @@ class StoreSource:
         for u in self.all_units:
             if u.stop <= lo or u.start >= hi:
                 continue
-            out += [s for s in self.read_unit(u) if lo <= int(s["index"]) < hi]
+            out += [s for s in self.read_unit(u, views=True) if lo <= int(s["index"]) < hi]
         return out
 
 
@@ -146,7 +162,9 @@ class UnitStream(IterableDataset):
     """An endless stream of training samples for one rank (see the module docstring).
 
     Yields dicts: labels (D, H, W) and views (V, D, H, W) uint8 numpy, index, pos =
-    [worker, epoch, unit cursor, sample cursor] after this sample.
+    [worker, epoch, unit cursor, sample cursor] after this sample; from a labels store also
+    render_s (seconds painting its views), or meta instead of views when they are painted on
+    the training device.
     """
 
     def __init__(self, source: StoreSource, seed: int, rank: int, world: int, workers: int,
@@ -180,23 +198,52 @@ class UnitStream(IterableDataset):
                 for si, s in enumerate(self.source.read_unit(units[order[ui]])):
                     if si < scur or lo <= int(s["index"]) < hi:
                         continue
-                    yield {"labels": s["labels"], "views": s["views"], "index": int(s["index"]),
-                           "pos": [worker, epoch, ui, si + 1]}
+                    item = {"labels": s["labels"], "index": int(s["index"]), "pos": [worker, epoch, ui, si + 1]}
+                    for k in ("views", "render_s") if "views" in s else ("meta",):
+                        if k in s:
+                            item[k] = s[k]
+                    yield item
                 scur = 0
             epoch, ucur = epoch + 1, 0
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack uint8 samples into a batch (torch uint8 / int labels, CPU), keep indices and last position."""
+    """Stack uint8 samples into a batch (torch uint8 / int labels, CPU), keep indices and last position.
+
+    Items without views (a labels store painted on the device) give `meta` (a list) instead of
+    `views`; `render_s` sums the seconds the loader spent painting views.
+    """
     labels = np.stack([np.asarray(it["labels"]) for it in items])
     if labels.dtype == np.uint16:  # torch has limited uint16 support: widen before crossing
         labels = labels.astype(np.int32)
-    return {
+    out = {
         "labels": torch.from_numpy(labels),
-        "views": torch.from_numpy(np.stack([np.asarray(it["views"]) for it in items])),
         "index": [int(it["index"]) for it in items],
         "pos": items[-1]["pos"],
+        "render_s": float(sum(it.get("render_s", 0.0) for it in items)),
     }
+    if all("views" in it for it in items):
+        out["views"] = torch.from_numpy(np.stack([np.asarray(it["views"]) for it in items]))
+    else:
+        out["meta"] = [it["meta"] for it in items]
+    return out
+
+
+def views_on_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Paint a labels-store batch's views on `device` from its labels and meta (the engine's
+    render_views_from_meta); adds the seconds spent to batch["render_s"]. A batch with views
+    is returned as it is."""
+    if "views" in batch:
+        return batch
+    from synthvox.engine.render import render_views_from_meta
+
+    t0 = time.perf_counter()
+    labels = batch["labels"].to(device, non_blocking=True)
+    batch["views"] = torch.stack([render_views_from_meta(lab, m, device) for lab, m in zip(labels, batch["meta"])])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the kernels ran asynchronously: time them, not their launch
+    batch["render_s"] = batch.get("render_s", 0.0) + time.perf_counter() - t0
+    return batch
 
 
 def make_loader(stream: UnitStream, batch_size: int, workers: int, prefetch: int = 2, timeout_s: float = 0) -> DataLoader:

@@ -31,7 +31,7 @@ from synthvox.train.augment import augment_batch, minmax, random_crop, to_float_
 from synthvox.train.checkpoint import load_state, load_weights, resolve_checkpoint, save_checkpoint
 from synthvox.train.config import TrainConfig, load_train_config
 from synthvox.train.data import (DataError, EngineSource, StoreSource, UnitStream, make_loader,
-                                 positions_from_state)
+                                 positions_from_state, views_on_device)
 from synthvox.train.loss import VoxelContrastiveLoss
 from synthvox.train.model import build_model, default_taps, init_weights, tap_channels, tap_stride
 
@@ -165,7 +165,8 @@ def pretrain(
     if cfg.source == "store":
         if store is None:
             raise DataError("--source store needs --store STORE (a directory made by synthvox synth-shards)")
-        source: Any = StoreSource(store, cfg.format, cfg.val_samples)
+        # a labels store's views: painted on the training device on a GPU, by the loader workers on CPU
+        source: Any = StoreSource(store, cfg.format, cfg.val_samples, render_views="device" if dev.type != "cpu" else "loader")
         views_n = int(source.engine_config.views)
     else:
         from synthvox.engine.config import EngineConfig
@@ -238,7 +239,7 @@ def pretrain(
         for step in range(start, cfg.steps):
             t0 = time.perf_counter()
             if cfg.source == "store":
-                batch = next(batches)
+                batch = views_on_device(next(batches), dev)  # a no-op unless a labels store paints on the device
                 positions[batch["pos"][0]] = list(batch["pos"][1:])
             else:
                 render0 = source.render_seconds
@@ -272,6 +273,8 @@ def pretrain(
                        "data_wait": t_data / dt, "indices": [i.tolist() for i in idx], "time": time.time()}
                 if cfg.source == "engine":
                     rec["render_s"] = source.render_seconds - render0
+                elif source.content == "labels":  # seconds painting this batch's views (loader workers or device)
+                    rec["render_s"] = batch["render_s"]
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
                 if tb is not None:
