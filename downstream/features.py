@@ -67,7 +67,6 @@ def _pad_to(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, int, int]
     return F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]), mode="replicate"), tuple(shape)
 
 
-@torch.inference_mode()
 def extract_features(model: torch.nn.Module, image: np.ndarray | torch.Tensor, normalisation: dict[str, Any] | None = None,
                      device: str | torch.device = "cpu", max_voxels: int | None = None, roi: int = 128,
                      overlap: float = 0.25) -> torch.Tensor:
@@ -81,9 +80,19 @@ def extract_features(model: torch.nn.Module, image: np.ndarray | torch.Tensor, n
     x = normalise_image(image, normalisation)
     if x.dim() != 3:
         raise ValueError(f"extract_features: want a (D, H, W) image, got shape {tuple(x.shape)}")
-    model = model.to(device).eval()
+    # Channels-last: the same numbers (to float rounding) and ~1.5x faster 3D convolutions on
+    # CPU (oneDNN); `.to(memory_format=...)` re-lays the weights in place, values unchanged.
+    with torch.no_grad():  # not inference mode: the re-laid parameters must stay trainable elsewhere
+        model = model.to(device, memory_format=torch.channels_last_3d).eval()
+    with torch.inference_mode():
+        return _infer(model, x, device, max_voxels, roi, overlap)
+
+
+def _infer(model: torch.nn.Module, x: torch.Tensor, device: str | torch.device, max_voxels: int | None,
+           roi: int, overlap: float) -> torch.Tensor:
     div = _divisor(model)
     xp, shape = _pad_to(x[None, None].to(device), div)
+    xp = xp.contiguous(memory_format=torch.channels_last_3d)
     budget = DEFAULT_MAX_VOXELS if max_voxels is None else int(max_voxels)
     if xp[0, 0].numel() <= budget:
         out = model(xp)
@@ -97,7 +106,7 @@ def extract_features(model: torch.nn.Module, image: np.ndarray | torch.Tensor, n
         win = tuple(min(side, n) for n in xp.shape[2:])
         out = sliding_window_inference(xp, win, sw_batch_size=1, predictor=model, overlap=overlap,
                                        mode="gaussian", padding_mode="replicate")
-    return out[0, :, : shape[0], : shape[1], : shape[2]].float().cpu()
+    return out[0, :, : shape[0], : shape[1], : shape[2]].float().cpu().contiguous()
 
 
 def pca_rgb(feats: torch.Tensor | np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -198,3 +198,69 @@ def test_colin27_known_warp_mind(mricron_dir):
     m, _, _ = registration_metrics(flab, mlab, res.warp(mlab, "nearest"), fixed.spacing, res.disp_voxels, hd=False)
     assert m["dice_macro_after"] >= m["dice_macro_before"] + 0.08, m
     assert m["folding_fraction"] < 0.001
+
+
+def test_cost_volume_equals_direct_ssd_per_offset():
+    """The matrix-product cost volume equals |f(x) - m(x + o)|^2 / C per offset (moving edge-
+    replicated), box-filtered over 3x3x3 cells (edge-replicated) and normalised to mean 1."""
+    import torch.nn.functional as F
+
+    from synthvox.downstream.registration.convex import cost_volume
+
+    g = torch.Generator().manual_seed(0)
+    f, m = torch.randn(1, 5, 6, 7, 8, generator=g), torch.randn(1, 5, 6, 7, 8, generator=g)
+    r = 2
+    mp = F.pad(m, (r,) * 6, mode="replicate")[0]
+    cost, offs = cost_volume(f, m, r)
+    assert cost.shape == (6 * 7 * 8, 125) and offs.shape == (125, 3)
+    direct = torch.stack([((f[0] - mp[:, r + a: r + a + 6, r + b: r + b + 7, r + c: r + c + 8]) ** 2).mean(0)
+                          for a, b, c in offs.long().tolist()])
+    box = F.avg_pool3d(F.pad(direct[None], (1,) * 6, mode="replicate"), 3, stride=1)[0]
+    ref = box.reshape(125, -1).T
+    torch.testing.assert_close(cost, ref / ref.mean(), rtol=1e-4, atol=1e-5)
+    # The zero offset of identical features costs least everywhere inside.
+    c0, _ = cost_volume(f, f, r)
+    assert (c0.argmin(1) == 62).float().mean() > 0.9
+
+
+def test_pooled_features_match_full_resolution_and_levels():
+    from synthvox.downstream.registration.fields import pool
+    from synthvox.downstream.registration.pipeline import _pad, compute_features, pooled_features
+
+    img = _pair(n=20, seed=3)[0]
+    cfg = RegistrationConfig(features="mind")
+    full = compute_features(img, cfg, None, None)
+    got, var = pooled_features(img, cfg, None, None, multiple=8, level=2)
+    torch.testing.assert_close(got, pool(_pad(full, 8), 2), rtol=1e-5, atol=1e-6)
+    assert var == pytest.approx(float(full.var(dim=(2, 3, 4)).mean()), rel=1e-5)
+    # Level 4: MIND on the image pooled by 2 (radius and dilation halved), same grid and range.
+    assert cfg.mind_level_for(4) == 2 and cfg.mind_level_for(2) == 1
+    coarse, _ = pooled_features(img, cfg, None, None, multiple=8, level=4)
+    assert coarse.shape == (1, 12, 6, 6, 6) and float(coarse.min()) > 0 and float(coarse.max()) <= 1
+    assert RegistrationConfig().affine_level_for((160, 192, 160)) == 8   # a power of two
+    assert RegistrationConfig().adam_level_for((160, 192, 160)) == 4
+
+
+def test_stage_threads_are_restored(pair):
+    img, lab, mimg, mlab = pair
+    before = torch.get_num_threads()
+    cfg = RegistrationConfig(features="intensity", opt_threads=2, adam_iters=2, affine_iters=2)
+    res = register_volumes(Volume(img, np.eye(4)), Volume(mimg, np.eye(4)), cfg)
+    assert torch.get_num_threads() == before
+    assert set(res.cpu_seconds) == set(res.seconds) and all(v >= 0 for v in res.cpu_seconds.values())
+
+
+def test_principal_channels_keep_the_squared_difference():
+    """Features of rank 3 in 6 channels: 3 principal channels, the channel-mean squared
+    difference unchanged (the projection is orthonormal, scaled by sqrt(k / C)); energy 1: as is."""
+    from synthvox.downstream.registration.instance import principal_channels
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(6, 3, generator=g)
+    f = (basis @ torch.randn(3, 500, generator=g)).reshape(1, 6, 5, 10, 10)
+    m = (basis @ torch.randn(3, 500, generator=g)).reshape(1, 6, 5, 10, 10)
+    pf, pm = principal_channels(f, m, 0.999)
+    assert pf.shape == (1, 3, 5, 10, 10) and pm.shape == pf.shape
+    torch.testing.assert_close(((pf - pm) ** 2).mean(1), ((f - m) ** 2).mean(1), rtol=1e-4, atol=1e-5)
+    same = principal_channels(f, m, 1.0)
+    assert same[0] is f and same[1] is m

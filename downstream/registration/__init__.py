@@ -9,6 +9,13 @@ pooled by `adam_level`, diffusion regulariser, box smoothing). Features: `net`, 
 (MIND-SSC, no network), `net+mind` (network features x 0.1 beside MIND-SSC, the reference's
 choice), `intensity`. Defaults were tuned without ROI masks; masks are optional.
 
+Speed (160x192x160, 2-core CPU): features are pooled to the finest stage level as soon as
+they exist (MIND-SSC on the image pooled by 2 there), the network runs channels-last, the
+convex cost volume is one batched matrix product per offset row, the Adam stage runs on the
+principal feature channels (99.9% of the variance), and the iterative stages use one torch
+thread (`opt_threads`). Per-stage wall and CPU seconds: `RegistrationResult.seconds` /
+`.cpu_seconds`.
+
 Conventions: displacement fields are pull-back (moving point = fixed point + u), on the fixed
 grid, in mm; written as ITK 5D vector NIfTI with LPS components (see `run.py`). Direction:
 the moving image is warped onto the fixed one.

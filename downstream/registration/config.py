@@ -1,6 +1,7 @@
 """Registration settings: a frozen dataclass (the `eval:` config section's `registration` part)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,7 +18,10 @@ FEATURE_KINDS = ("net", "mind", "net+mind", "intensity")
 class RegistrationConfig:
     """How `register_volumes` aligns a moving image to a fixed one (all in fixed-grid voxels).
 
-    Pyramid and range: the affine stage runs on features average-pooled by `affine_level`;
+    Pyramid and range: features are average-pooled to the finest level a stage uses right
+    after extraction (MIND-SSC is computed on the image pooled by `mind_level`, half that
+    level, when it is 4 or more: 160x192x160 at 1 mm); the affine stage runs on features
+    average-pooled by `affine_level` (a power of two);
     the convex stage on a coarse grid of `grid_sp`-voxel cells searching +-`disp_hw` cells,
     so it recovers local displacements up to `grid_sp * disp_hw` voxels (16 by default, i.e.
     32 mm at 2 mm) beyond the affine; the Adam stage refines on features pooled by
@@ -29,8 +33,9 @@ class RegistrationConfig:
     net_weight: float = 0.1          # scale of network features beside MIND in "net+mind"
     mind_radius: int = 2
     mind_dilation: int = 2
+    mind_level: int | None = None     # MIND on the image pooled by this; None: half the finest stage level if >= 4, else 1
     affine: bool = True
-    affine_level: int | None = None  # None: smallest pooling with <= 32^3 grid points
+    affine_level: int | None = None  # None: smallest power of two with <= 32^3 grid points
     affine_iters: int = 80
     affine_lr: float = 0.01
     grid_sp: int = 4                  # convex stage: cell size in voxels
@@ -41,20 +46,28 @@ class RegistrationConfig:
     adam_level: int | None = None     # Adam stage pooling; None: smallest >= 2 with <= 56^3 grid points
     adam_iters: int = 50
     adam_lr: float = 0.5
+    adam_energy: float = 0.999        # Adam on the principal feature channels keeping this variance (1: all)
     lambda_reg: float = 1.0           # diffusion regulariser weight (grid-point units)
     smooth_passes: int = 2            # 3x3x3 box smoothing passes on the displacement grid
     max_voxels: int | None = None     # whole-volume feature inference budget (None: default)
+    # torch threads for the affine, convex and Adam stages (None: the caller's): their many
+    # small kernels gained nothing from a 2nd thread on the 2-core CPU and cost 3-4x the
+    # CPU-seconds when another job shares it. Feature extraction uses the caller's threads.
+    opt_threads: int | None = 1
 
     def __post_init__(self) -> None:
         require(self.features in FEATURE_KINDS, f"registration.features = {self.features!r} is not one of {list(FEATURE_KINDS)}")
-        for name in ("affine_level", "grid_sp", "adam_level"):
+        for name in ("affine_level", "grid_sp", "adam_level", "mind_level"):
             v = getattr(self, name)
-            if v is None and name in ("affine_level", "adam_level"):
+            if v is None and name in ("affine_level", "adam_level", "mind_level"):
                 continue
             require(isinstance(v, int) and 1 <= v <= 16, f"registration.{name} = {v!r} must be an integer in 1..16")
         require(1 <= self.disp_hw <= 12, f"registration.disp_hw = {self.disp_hw!r} must be in 1..12")
+        require(self.opt_threads is None or (isinstance(self.opt_threads, int) and self.opt_threads >= 1),
+                f"registration.opt_threads = {self.opt_threads!r} must be None or an integer >= 1")
         for name in ("affine_iters", "adam_iters", "ic_iters", "smooth_passes"):
             require(getattr(self, name) >= 0, f"registration.{name} = {getattr(self, name)!r} must be >= 0")
+        require(0.0 < self.adam_energy <= 1.0, f"registration.adam_energy = {self.adam_energy!r} must be in (0, 1]")
         for name in ("net_weight", "affine_lr", "adam_lr", "lambda_reg"):
             require(getattr(self, name) >= 0, f"registration.{name} = {getattr(self, name)!r} must be >= 0")
 
@@ -63,8 +76,10 @@ class RegistrationConfig:
         if self.affine_level is not None:
             return self.affine_level
         n = 1
+        # Powers of two keep the levels' common multiple (the padding) and divisor (the
+        # resolution features are pooled to) friendly to the other stages' levels.
         while float(np.prod(shape)) / n**3 > 32**3:
-            n += 1
+            n *= 2
         return n
 
     def adam_level_for(self, shape: tuple[int, ...]) -> int:
@@ -75,6 +90,12 @@ class RegistrationConfig:
         while float(np.prod(shape)) / n**3 > 56**3:
             n += 1
         return n
+
+    def mind_level_for(self, level: int) -> int:
+        """The pooling MIND-SSC is computed at when features are wanted at `level` (divides it)."""
+        if self.mind_level is not None:
+            return math.gcd(self.mind_level, level)
+        return level // 2 if level >= 4 else 1
 
     @property
     def needs_network(self) -> bool:

@@ -1,13 +1,15 @@
 """Instance optimisation (ConvexAdam's second stage) and the affine stage, both with Adam."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from .fields import smooth
 from ..grid import sample_voxels, voxel_grid
 
-__all__ = ["adam_stage", "affine_stage"]
+__all__ = ["adam_stage", "affine_stage", "principal_channels"]
 
 
 def _masked_mse(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -17,15 +19,44 @@ def _masked_mse(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None) -
     return (err * weight).sum() / weight.sum().clamp(min=1.0)
 
 
+def principal_channels(fix: torch.Tensor, mov: torch.Tensor, energy: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`fix`, `mov` `(1, C, ...)` projected on the fewest principal directions (of both, about
+    their joint mean) that keep `energy` of the variance, scaled by sqrt(k / C) so a mean over
+    the k channels of a squared difference equals the sum over C channels / C less the dropped
+    part. Trilinear sampling commutes with the projection, so warping projected features is
+    exact; only the dropped variance is lost. `energy >= 1`: unchanged."""
+    c = fix.shape[1]
+    if energy >= 1.0 or c <= 3:
+        return fix, mov
+    x = torch.cat([fix.reshape(c, -1), mov.reshape(c, -1)], 1).double()
+    x = x - x.mean(1, keepdim=True)
+    evals, evecs = torch.linalg.eigh(x @ x.T)                      # ascending
+    evals, evecs = evals.flip(0).clamp(min=0), evecs.flip(1)
+    frac = torch.cumsum(evals, 0) / evals.sum().clamp(min=1e-30)
+    k = int((frac < energy).sum()) + 1
+    if k >= c:
+        return fix, mov
+    w = (evecs[:, :k] * math.sqrt(k / c)).T.to(fix.dtype)          # (k, C)
+
+    def proj(t: torch.Tensor) -> torch.Tensor:
+        return (w @ t.reshape(c, -1)).reshape(1, k, *t.shape[2:])
+
+    return proj(fix), proj(mov)
+
+
 def adam_stage(fix: torch.Tensor, mov: torch.Tensor, init: torch.Tensor, level: int, iters: int, lr: float,
-               lambda_reg: float, smooth_passes: int, weight: torch.Tensor | None = None) -> torch.Tensor:
+               lambda_reg: float, smooth_passes: int, weight: torch.Tensor | None = None,
+               energy: float = 1.0) -> torch.Tensor:
     """Refine a displacement grid by Adam on feature MSE + `lambda_reg` * diffusion.
 
     `fix`, `mov`: `(1, C, d, h, w)` features pooled by `level`; `init`: `(1, 3, d, h, w)` in
-    full-resolution voxels; `weight` `(1, 1, d, h, w)`: optional ROI weights of the similarity.
+    full-resolution voxels; `weight` `(1, 1, d, h, w)`: optional ROI weights of the similarity;
+    `energy` < 1: the features are first reduced by `principal_channels`.
     The parameter lives in grid-point units (voxels / `level`); the returned field (smoothed
     as used in the loss) is in full-resolution voxels.
     """
+    # Fewer channels: grid_sample's cost is proportional to them (the stage's main cost).
+    fix, mov = principal_channels(fix, mov, energy)
     # Both channels-last, once: grid_sample is faster so, and the difference then needs no relayout.
     mov = mov.contiguous(memory_format=torch.channels_last_3d)
     fix = fix.contiguous(memory_format=torch.channels_last_3d)

@@ -12,10 +12,11 @@ those of `i -> i + u(i)` (the affine part has a constant Jacobian).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from .convex import convex_stage
 from .fields import pool, resample_field
 from .instance import adam_stage, affine_stage
 
-__all__ = ["RegistrationResult", "register_volumes", "compute_features"]
+__all__ = ["RegistrationResult", "register_volumes", "compute_features", "pooled_features"]
 
 
 @dataclass
@@ -43,7 +44,8 @@ class RegistrationResult:
     affine_voxels: np.ndarray   # (4, 4): T, fixed voxel -> fixed voxel (identity without affine stage)
     affine_world: np.ndarray    # (4, 4): fixed world -> moving world of header + affine stages
     warped: np.ndarray          # (X, Y, Z) float32: moving image pulled back
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)      # wall seconds per stage
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # process CPU seconds per stage (all threads)
 
     def warp(self, moving: np.ndarray, mode: str = "linear") -> np.ndarray:
         """Pull another array on the moving grid (labels: `mode="nearest"`) back to the fixed grid."""
@@ -54,12 +56,10 @@ class RegistrationResult:
 
 def compute_features(image: np.ndarray, cfg: RegistrationConfig, model: torch.nn.Module | None,
                      normalisation: dict[str, Any] | None, device: str | torch.device = "cpu") -> torch.Tensor:
-    """The registration features `(1, C, D, H, W)` of one image for `cfg.features`."""
+    """The registration features `(1, C, D, H, W)` of one image for `cfg.features` (full resolution)."""
     parts = []
     if cfg.needs_network:
-        if model is None:
-            raise ValueError(f"features {cfg.features!r} need a network: pass a checkpoint (--ckpt), or use --features mind")
-        parts.append(extract_features(model, image, normalisation, device, cfg.max_voxels)[None])
+        parts.append(_network_features(image, cfg, model, normalisation, device))
     if cfg.features in ("mind", "net+mind"):
         x = normalise_image(image, normalisation)[None, None].to(device)
         parts.append(mind_ssc(x, cfg.mind_radius, cfg.mind_dilation).cpu())
@@ -68,6 +68,74 @@ def compute_features(image: np.ndarray, cfg: RegistrationConfig, model: torch.nn
     if cfg.features == "net+mind":
         parts[0] = parts[0] * cfg.net_weight
     return torch.cat(parts, 1).float()
+
+
+def _network_features(image: np.ndarray, cfg: RegistrationConfig, model: torch.nn.Module | None,
+                      normalisation: dict[str, Any] | None, device: str | torch.device) -> torch.Tensor:
+    if model is None:
+        raise ValueError(f"features {cfg.features!r} need a network: pass a checkpoint (--ckpt), or use --features mind")
+    return extract_features(model, image, normalisation, device, cfg.max_voxels)[None]
+
+
+def pooled_features(image: np.ndarray, cfg: RegistrationConfig, model: torch.nn.Module | None,
+                    normalisation: dict[str, Any] | None, multiple: int, level: int,
+                    device: str | torch.device = "cpu") -> tuple[torch.Tensor, float]:
+    """`compute_features` padded (edge values) to a multiple of `multiple` and average-pooled by
+    `level`, without ever holding all channels at full resolution; and the mean over channels
+    of the full-resolution variances (the pipeline's global feature scale, squared).
+
+    MIND-SSC is computed on the image pooled by `cfg.mind_level_for(level)` (radius and
+    dilation divided by it), which equals the full-resolution descriptor pooled when that is 1.
+    """
+    parts, variances = [], []
+
+    def add(x: torch.Tensor, weight: float = 1.0, pooled: int = 1) -> None:
+        # Variance of the unpadded tensor (as the full-resolution pipeline defines the scale).
+        variances.append(x.var(dim=(2, 3, 4)) * weight**2)
+        x = _pad(x, multiple // pooled)
+        parts.append(pool(x, level // pooled) * weight if weight != 1.0 else pool(x, level // pooled))
+
+    if cfg.needs_network:
+        add(_network_features(image, cfg, model, normalisation, device), cfg.net_weight if cfg.features == "net+mind" else 1.0)
+    if cfg.features in ("mind", "net+mind"):
+        ml = cfg.mind_level_for(level)
+        x = normalise_image(image, normalisation)[None, None].to(device)
+        if ml == 1:
+            add(mind_ssc(x, cfg.mind_radius, cfg.mind_dilation).cpu().float())
+        else:
+            x = pool(_pad(x, multiple), ml)
+            add(mind_ssc(x, max(1, cfg.mind_radius // ml), max(1, cfg.mind_dilation // ml)).cpu().float(), pooled=ml)
+    if cfg.features == "intensity":
+        add(normalise_image(image, normalisation)[None, None])
+    return torch.cat(parts, 1).float(), float(torch.cat(variances, 1).mean())
+
+
+class _Clock:
+    """Wall and process-CPU seconds per stage."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._w, self._c = time.perf_counter(), time.process_time()
+
+    def stop(self, name: str) -> None:
+        self.wall[name] = time.perf_counter() - self._w
+        self.cpu[name] = time.process_time() - self._c
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `n` inside the block (None: unchanged), restored after."""
+    old = torch.get_num_threads()
+    if n is not None and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
 
 
 def _pad(x: torch.Tensor, m: int) -> torch.Tensor:
@@ -86,19 +154,25 @@ def register_volumes(fixed: Volume, moving: Volume, cfg: RegistrationConfig | No
     """Register `moving` to `fixed` (see the module docstring). Masks are optional ROIs
     (fixed mask on the fixed grid; moving mask as a Volume) that weight the similarity."""
     cfg = cfg or RegistrationConfig()
-    secs: dict[str, float] = {}
-    t0 = time.perf_counter()
+    clock = _Clock()
+    clock.start()
     shape = fixed.data.shape
     H = voxel_map(fixed.affine, moving.affine)
     mov_hdr = resample_to_grid(np.nan_to_num(moving.data, nan=float(np.nanmin(moving.data))), moving.affine, shape, fixed.affine)
-    secs["header"] = time.perf_counter() - t0
+    clock.stop("header")
 
-    t0 = time.perf_counter()
-    ff = compute_features(fixed.data, cfg, model, normalisation, device)
-    fm = compute_features(mov_hdr, cfg, model, normalisation, device)
+    clock.start()
+    aff_lvl = cfg.affine_level_for(shape)
+    adam_lvl = cfg.adam_level_for(shape)
+    m = math.lcm(aff_lvl, cfg.grid_sp, adam_lvl)
+    base = math.gcd(aff_lvl, cfg.grid_sp, adam_lvl)
+    # Features are pooled to the finest level any stage uses as soon as they exist, never
+    # concatenated or padded at full resolution (memory and time).
+    ffp, var_f = pooled_features(fixed.data, cfg, model, normalisation, m, base, device)
+    fmp, _ = pooled_features(mov_hdr, cfg, model, normalisation, m, base, device)
     # One global scale so similarity and regulariser weights mean the same for every feature kind.
-    scale = ff.var(dim=(2, 3, 4)).mean().sqrt().clamp(min=1e-6)
-    ff, fm = ff / scale, fm / scale
+    scale = max(math.sqrt(var_f), 1e-6)
+    ffp, fmp = ffp / scale, fmp / scale
 
     weight = None
     if fixed_mask is not None or moving_mask is not None:
@@ -109,25 +183,21 @@ def register_volumes(fixed: Volume, moving: Volume, cfg: RegistrationConfig | No
             mm = resample_to_grid(moving_mask.data.astype(np.float32), moving_mask.affine, shape, fixed.affine, "nearest")
             w = w * torch.as_tensor(mm > 0, dtype=torch.float32)[None, None]
         weight = w
-    aff_lvl = cfg.affine_level_for(shape)
-    adam_lvl = cfg.adam_level_for(shape)
-    m = math.lcm(aff_lvl, cfg.grid_sp, adam_lvl)
-    ffp, fmp = _pad(ff, m), _pad(fm, m)
-    del ff, fm
     wp = None if weight is None else F.pad(weight, tuple(x for n in reversed(shape) for x in (0, (-n) % m)))
-    pshape = ffp.shape[2:]
+    pshape = tuple(n * base for n in ffp.shape[2:])
     # Pool once per level; later stages warp pooled features, never full-resolution ones.
     levels = sorted({aff_lvl, cfg.grid_sp, adam_lvl})
-    pf = {lv: pool(ffp, lv) for lv in levels}
-    pm = {lv: pool(fmp, lv) for lv in levels}
+    pf = {lv: pool(ffp, lv // base) for lv in levels}
+    pm = {lv: pool(fmp, lv // base) for lv in levels}
     pw = {lv: (None if wp is None else pool(wp, lv)) for lv in levels}
     del ffp, fmp
-    secs["features"] = time.perf_counter() - t0
+    clock.stop("features")
 
-    t0 = time.perf_counter()
+    clock.start()
     T = torch.eye(4, dtype=torch.float64)
     if cfg.affine and cfg.affine_iters > 0:
-        T = affine_stage(pf[aff_lvl], pm[aff_lvl], aff_lvl, cfg.affine_iters, cfg.affine_lr, pw[aff_lvl])
+        with _threads(cfg.opt_threads):
+            T = affine_stage(pf[aff_lvl], pm[aff_lvl], aff_lvl, cfg.affine_iters, cfg.affine_lr, pw[aff_lvl])
         for lv in (cfg.grid_sp, adam_lvl):
             # T in the grid-point coordinates of level lv (point v sits at voxel v*lv + (lv-1)/2).
             s = torch.eye(4, dtype=torch.float64)
@@ -136,24 +206,26 @@ def register_volumes(fixed: Volume, moving: Volume, cfg: RegistrationConfig | No
             coords = apply_matrix(torch.linalg.inv(s) @ T @ s, voxel_grid(pm[lv].shape[2:], dtype=torch.float64)).float()
             # .contiguous(): grid_sample returns channels-last here; later stages expect the default layout.
             pm[lv] = sample_voxels(pm[lv], coords[None], "linear", padding="border").contiguous()
-    secs["affine"] = time.perf_counter() - t0
+    clock.stop("affine")
 
-    t0 = time.perf_counter()
+    clock.start()
     fc, mc = pf[cfg.grid_sp], pm[cfg.grid_sp]
     if pw[cfg.grid_sp] is not None:
         # ConvexAdam-style ROI: features outside the masks are zeroed for the discrete stage.
         fc, mc = fc * pw[cfg.grid_sp], mc * pw[cfg.grid_sp]
-    coarse = convex_stage(fc, mc, cfg.grid_sp, cfg.disp_hw, cfg.coupling, cfg.inverse_consistent, cfg.ic_iters)
-    secs["convex"] = time.perf_counter() - t0
+    with _threads(cfg.opt_threads):
+        coarse = convex_stage(fc, mc, cfg.grid_sp, cfg.disp_hw, cfg.coupling, cfg.inverse_consistent, cfg.ic_iters)
+    clock.stop("convex")
 
-    t0 = time.perf_counter()
+    clock.start()
     init = resample_field(coarse, cfg.grid_sp, pf[adam_lvl].shape[2:], adam_lvl)
-    u_lvl = adam_stage(pf[adam_lvl], pm[adam_lvl], init, adam_lvl, cfg.adam_iters,
-                       cfg.adam_lr, cfg.lambda_reg, cfg.smooth_passes, pw[adam_lvl])
+    with _threads(cfg.opt_threads):
+        u_lvl = adam_stage(pf[adam_lvl], pm[adam_lvl], init, adam_lvl, cfg.adam_iters,
+                           cfg.adam_lr, cfg.lambda_reg, cfg.smooth_passes, pw[adam_lvl], cfg.adam_energy)
     u = resample_field(u_lvl, adam_lvl, pshape, 1)[0, :, : shape[0], : shape[1], : shape[2]]
-    secs["adam"] = time.perf_counter() - t0
+    clock.stop("adam")
 
-    t0 = time.perf_counter()
+    clock.start()
     g = voxel_grid(shape, dtype=torch.float64)
     inner = apply_matrix(T, g + u.permute(1, 2, 3, 0).double())
     coords = apply_matrix(H, inner)
@@ -161,7 +233,7 @@ def register_volumes(fixed: Volume, moving: Volume, cfg: RegistrationConfig | No
     warped = sample_voxels(torch.from_numpy(np.ascontiguousarray(src)).float()[None, None], coords.float()[None])[0, 0]
     world_f = apply_matrix(fixed.affine, g)
     world_m = apply_matrix(moving.affine, coords)
-    secs["warp"] = time.perf_counter() - t0
+    clock.stop("warp")
     Tw = np.asarray(fixed.affine) @ T.numpy() @ np.linalg.inv(fixed.affine)
     return RegistrationResult(
         coords=coords.float().numpy(),
@@ -170,5 +242,6 @@ def register_volumes(fixed: Volume, moving: Volume, cfg: RegistrationConfig | No
         affine_voxels=T.numpy(),
         affine_world=Tw,
         warped=warped.numpy(),
-        seconds=secs,
+        seconds=clock.wall,
+        cpu_seconds=clock.cpu,
     )
