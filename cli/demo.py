@@ -32,13 +32,13 @@ class DemoSettings:
     task_size: int = 16
     workers: int = 2               # Dask LocalCluster worker processes
     bank_count: int = 192          # procedural templates
-    steps: int = 240               # pretraining steps (CPU)
+    steps: int = 160               # pretraining steps (CPU)
     crop: int = 32
     widths: tuple[int, ...] = (16, 32, 64, 128, 256)   # the reference UNet
     spacing: int = 2               # real volumes resampled to this many mm
     reg_adam_iters: int = 50
     reg_affine_iters: int = 80
-    fewshot_steps: int = 60
+    fewshot_steps: int = 40
     previews: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -107,7 +107,7 @@ def test_register_command_mind_needs_no_checkpoint_and_writes_contract(tmp_path)
     f, fl = _write(tmp_path, "f.nii.gz", img, A_f), _write(tmp_path, "fl.nii.gz", lab.astype(np.int16), A_f)
     m, ml = _write(tmp_path, "m.nii.gz", 1 - mimg, A_f), _write(tmp_path, "ml.nii.gz", mlab.astype(np.int16), A_f)
     out = tmp_path / "out"
-    # Default --ckpt is "bundled", which does not exist here: mind must not touch it.
+    # Default --ckpt is "bundled": mind must not even load it.
     r = CliRunner().invoke(register, ["--fixed", f, "--moving", m, "--fixed-labels", fl, "--moving-labels", ml,
                                       "--features", "mind", "--l2r", "--out", str(out)])
     assert r.exit_code == 0, r.output

@@ -145,9 +145,19 @@ def test_checkpoint_layout_keep_latest_and_load(tmp_path):
     assert not any(p.name.startswith(".") for p in ck.iterdir())
 
 
-def test_checkpoint_errors(tmp_path):
+def test_bundled_checkpoint_loads_from_its_record():
+    model, rec = load_model("bundled")
+    assert rec["name"].startswith("bundled") and rec["step"] > 0 and rec["weights_dtype"] == "float16"
+    assert next(model.parameters()).dtype == torch.float32  # fp16 on disk, float32 in use
+
+
+def test_checkpoint_errors(tmp_path, monkeypatch):
+    import synthvox.train.checkpoint as ckpt_mod
+
     m = _tiny()
     ck = save_checkpoint(tmp_path, 1, m, {})
+    (tmp_path / "no-bundle").mkdir()
+    monkeypatch.setattr(ckpt_mod, "BUNDLED_DIR", tmp_path / "no-bundle")
     with pytest.raises(CheckpointError, match="bundled"):
         load_model("bundled")
     with pytest.raises(CheckpointError, match="does not exist"):
