@@ -147,10 +147,6 @@ def write_pca_png(image: np.ndarray, feats: torch.Tensor | np.ndarray, path: str
     ax[1].set_title("features: PCs 1-3 as RGB")
     for a in ax:
         a.axis("off")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    from .io import save_figure
+
+    return save_figure(fig, path, dpi=100, bbox_inches="tight")

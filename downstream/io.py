@@ -12,11 +12,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 
-__all__ = ["Volume", "load_nifti", "load_labels", "save_nifti", "save_displacement", "load_displacement", "DISP_DESCRIPTION"]
+__all__ = ["Volume", "load_nifti", "load_labels", "save_nifti", "save_displacement", "load_displacement", "save_figure",
+           "DISP_DESCRIPTION"]
 
 DISP_DESCRIPTION = "synthvox disp pull-back mm {frame}"
 _RAS2LPS = np.array([-1.0, -1.0, 1.0])
@@ -128,3 +130,25 @@ def load_displacement(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     elif "RAS" not in descr:
         raise ValueError(f"{path}: header description {descr!r} names no frame (LPS or RAS)")
     return d, np.asarray(img.affine, np.float64)
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 80, **savefig_kwargs: Any) -> Path:
+    """Save a matplotlib figure as PNG atomically (private temporary, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, **savefig_kwargs)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path

@@ -34,6 +34,13 @@ def labels_present(labels: np.ndarray) -> set[int]:
     return {int(v) for v in np.unique(labels) if v != 0}
 
 
+def _labels_to_score(fn: str, pred: np.ndarray, ref: np.ndarray, labels: Iterable[int] | None) -> list[int]:
+    """Same shapes checked; `labels` or, when None, the union of non-zero values of both maps."""
+    if pred.shape != ref.shape:
+        raise ValueError(f"{fn}: shapes differ, {pred.shape} vs {ref.shape}")
+    return sorted(labels_present(pred) | labels_present(ref)) if labels is None else list(labels)
+
+
 def dice_per_label(pred: np.ndarray, ref: np.ndarray, labels: Iterable[int] | None = None) -> dict[int, float]:
     """Dice `2|P∩R| / (|P|+|R|)` per label.
 
@@ -41,10 +48,7 @@ def dice_per_label(pred: np.ndarray, ref: np.ndarray, labels: Iterable[int] | No
     from both maps gives NaN (not scoreable, never averaged as 0 or 1); a label in only one
     map gives 0.0.
     """
-    if pred.shape != ref.shape:
-        raise ValueError(f"dice_per_label: shapes differ, {pred.shape} vs {ref.shape}")
-    if labels is None:
-        labels = sorted(labels_present(pred) | labels_present(ref))
+    labels = _labels_to_score("dice_per_label", pred, ref, labels)
     out: dict[int, float] = {}
     for lab in labels:
         p, r = pred == lab, ref == lab
@@ -85,10 +89,7 @@ def hd95(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0
 def hd95_per_label(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
                    labels: Iterable[int] | None = None) -> dict[int, float]:
     """`hd95` per label (labels as in `dice_per_label`), distances in the unit of `spacing` (mm)."""
-    if pred.shape != ref.shape:
-        raise ValueError(f"hd95_per_label: shapes differ, {pred.shape} vs {ref.shape}")
-    if labels is None:
-        labels = sorted(labels_present(pred) | labels_present(ref))
+    labels = _labels_to_score("hd95_per_label", pred, ref, labels)
     out: dict[int, float] = {}
     for lab in labels:
         p, r = pred == lab, ref == lab

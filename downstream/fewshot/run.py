@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..datasets import NnunetDataset, load_case, read_nnunet_dataset, umask_mode
+from ..io import save_figure
 from ..results import make_record, write_record
 from .data import Prepared, prepare_volume, to_original_grid
 from .protocol import FewshotProtocol, get_protocol
@@ -81,13 +82,7 @@ def _overlay(path: Path, image: np.ndarray, gt: np.ndarray, pred: np.ndarray, ti
             ax.contour(take(pred) > 0, levels=[0.5], colors="red", linewidths=0.8)
         ax.set_axis_off()
     fig.suptitle(f"{title}  (green: reference, red: prediction)", fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    umask_mode(tmp)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=80)
 
 
 def run_one(

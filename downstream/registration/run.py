@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..grid import apply_matrix, resample_to_grid, warp_volume
-from ..io import Volume, load_labels, load_nifti, save_displacement, save_nifti
+from ..io import Volume, load_labels, load_nifti, save_displacement, save_figure, save_nifti
 from ..metrics import dice_per_label, folding_fraction, hd95_per_label, jacobian_determinant, labels_present, macro_dice, sdlogj
 from ..results import make_record, write_record
 from .config import RegistrationConfig
@@ -103,12 +103,7 @@ def write_overview(path: Path, fixed: np.ndarray, moving_hdr: np.ndarray, warped
             ax.axis("off")
             if r == 0:
                 ax.set_title(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=80, bbox_inches="tight")
 
 
 def _labels_on(result: RegistrationResult, moving: Volume, labels: Volume) -> np.ndarray:
