@@ -61,27 +61,29 @@ def _throughput(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], Pa
         cpu = sum(client.gather(client.map(_raw_task, [cfg.to_dict()] * len(ranges), [0] * len(ranges),
                                            [a for a, _ in ranges], [b for _, b in ranges], pure=False)))
         raw_wall = time.perf_counter() - t0
-        store = tmp / "store"
-        t0 = time.perf_counter()
-        synth_shards(store, args.samples, task_size=args.task_size, cfg=cfg, formats="wds,zarr", client=client, progress=False)
-        pipe_wall = time.perf_counter() - t0
+        walls, cpus = {}, {}
+        for formats in ("wds", "wds,zarr"):  # the default format, then both
+            store = tmp / f"store-{formats.replace(',', '-')}"
+            t0 = time.perf_counter()
+            synth_shards(store, args.samples, task_size=args.task_size, cfg=cfg, formats=formats, client=client, progress=False)
+            walls[formats] = time.perf_counter() - t0
+            # the same ratio in CPU time (each task's process CPU time, from the run log): robust to
+            # the other jobs on a shared machine, which make the wall-clock ratio swing
+            cpus[formats] = sum(json.loads(line)["cpu_seconds"] for p in (store / "logs").iterdir()
+                                for line in p.read_text().splitlines())
     render_cpu = cpu / args.samples
-    # the same ratio in CPU time (each task's process CPU time, from the run log): robust to the
-    # other jobs on a shared machine, which make the wall-clock ratio swing
-    pipe_cpu = sum(json.loads(line)["cpu_seconds"] for p in (store / "logs").iterdir() for line in p.read_text().splitlines())
-    rows = {
-        "raw engine samples/s": args.samples / raw_wall,
-        "pipeline samples/s (wds+zarr)": args.samples / pipe_wall,
-        "ratio pipeline/raw (wall)": raw_wall / pipe_wall,
-        "ratio pipeline/raw (CPU)": cpu / pipe_cpu,
-        "render CPU-s/sample": render_cpu,
-    }
+    rows = {"raw engine samples/s": args.samples / raw_wall}
+    for formats, label in (("wds", "wds (default)"), ("wds,zarr", "wds+zarr")):
+        rows |= {f"pipeline samples/s, {label}": args.samples / walls[formats],
+                 f"ratio pipeline/raw, {label} (wall)": raw_wall / walls[formats],
+                 f"ratio pipeline/raw, {label} (CPU)": cpu / cpus[formats]}
+    rows["render CPU-s/sample"] = render_cpu
     return rows, store, render_cpu
 
 
 def _sizes(store: Path, samples: int, size: int, views: int, gz_samples: int, render_cpu: float) -> tuple[list[dict], list[dict]]:
     from synthvox.pipelines import ZarrReader, iter_wds_shard, open_store
-    from synthvox.pipelines.wds_io import decode_array, encode_array
+    from synthvox.pipelines.codecs import decode_array, encode_array
 
     st = open_store(store)
     per_array = {"labels": 0, "views": 0, "meta": 0}
@@ -107,7 +109,7 @@ def _sizes(store: Path, samples: int, size: int, views: int, gz_samples: int, re
                 gz[k] += len(gb)
                 zs[k] += len(zb)
                 c0 = time.process_time()
-                decode_array(zb)
+                decode_array(zb, k)
                 t_zdec += time.process_time() - c0
                 c0 = time.process_time()
                 gzip.decompress(gb)

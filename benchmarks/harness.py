@@ -96,7 +96,10 @@ def fmt_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def record(title: str, body: str, command: str | None = None, notes: str = "") -> str:
-    """Append a dated section (machine, command, git revision, body) to RESULTS.md; return it."""
+    """Append a dated section (machine, command, git revision, body) to RESULTS.md; return it.
+
+    With SYNTHVOX_BENCH_NO_RECORD=1 in the environment the section is printed only (trial runs).
+    """
     command = command or " ".join(shlex.quote(a) for a in [Path(sys.executable).name, "-m"] + sys.argv)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = (
@@ -105,6 +108,9 @@ def record(title: str, body: str, command: str | None = None, notes: str = "") -
         + (f"- notes: {notes}\n" if notes else "")
         + f"\n{body.strip()}\n"
     )
+    if os.environ.get("SYNTHVOX_BENCH_NO_RECORD") == "1":
+        print(section)
+        return section
     if not RESULTS.exists():
         RESULTS.write_text("# Benchmark results\n\nAppended by `make bench` (benchmarks/harness.py); newest last.\n")
     with RESULTS.open("a") as f:

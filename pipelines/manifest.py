@@ -25,7 +25,7 @@ __all__ = [
     "check_compatible", "iter_records", "find_record", "RecordBook", "record_is_intact",
 ]
 
-STORE_VERSION = 1  # layout version of pipelines stores (bump on any layout change)
+STORE_VERSION = 2  # layout version of pipelines stores (bump on any layout change; 2: plane-delta views)
 
 
 class StoreMismatch(ValueError):
@@ -55,8 +55,7 @@ def make_manifest(*, cfg_dict: dict[str, Any], cfg_hash: str, bank_hash: str, se
                   views: int, size: int, content: str = "full") -> dict[str, Any]:
     from synthvox.engine.schema import SCHEMA_VERSION
 
-    from .wds_io import WDS_LEVEL
-    from .zarr_io import ZARR_LEVEL
+    from .codecs import describe_codecs
 
     arrays = stored_arrays(content)  # `shapes` keep the views' shape: readers of a labels store render them
     return {
@@ -74,8 +73,7 @@ def make_manifest(*, cfg_dict: dict[str, Any], cfg_hash: str, bank_hash: str, se
         "formats": list(formats),
         "label_dtype": label_dtype,
         "shapes": {"labels": [size] * 3, "views": [views] + [size] * 3},
-        "codecs": {"wds": {k: f"npy+zstd-{v} (numcodecs, checksum)" for k, v in WDS_LEVEL.items() if k in arrays},
-                   "zarr": {k: f"sharding(1 sample per chunk, zstd-{v}, checksum)" for k, v in ZARR_LEVEL.items() if k in arrays}},
+        "codecs": {f: describe_codecs(arrays, f) for f in ("wds", "zarr")},
         "record_block": RECORD_BLOCK,
         "versions": software_versions(),
         "complete": False,

@@ -42,7 +42,8 @@ def _calibrate(cfg: Any, seed: int, content: str = "full") -> dict[str, float]:
     from synthvox.engine.templates import resolve_bank
 
     from . import task
-    from .wds_io import _meta_bytes, encode_array
+    from .codecs import encode_array
+    from .wds_io import _meta_bytes
 
     # a labels task draws the views' parameters but paints none: calibrate what the tasks will run
     render = task.render_labels_numpy if content == "labels" else task.render_numpy

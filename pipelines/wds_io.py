@@ -2,8 +2,8 @@
 
 Members of sample `i` (the key has no dots, as WebDataset requires)::
 
-    {i:010d}.labels.npy.zst    (D, H, W) uint8|uint16
-    {i:010d}.views.npy.zst     (V, D, H, W) uint8
+    {i:010d}.labels.npy.zst    (D, H, W) uint8|uint16, `.npy` then zstd
+    {i:010d}.views.npy.zst     (V, D, H, W) uint8, plane-delta filtered, `.npy`, then zstd
     {i:010d}.meta.json         the sample's meta (sorted keys)
 
 A `labels` store has no views member: its meta records each view's appearance parameters and
@@ -11,7 +11,7 @@ noise seeds, and `iter_wds_shard` re-renders the views on load (render_views=Tru
 
 Every tar header has mtime 0, uid/gid 0, empty user/group names and mode 0644, so the same
 samples always give the same bytes. `decode_wds_sample` turns a WebDataset dict of raw member
-bytes into the sample contract, for use in `webdataset` pipelines (`.map(decode_wds_sample)`).
+bytes into the sample contract (undoing the views' delta filter, see codecs.py), for use in `webdataset` pipelines (`.map(decode_wds_sample)`).
 """
 from __future__ import annotations
 
@@ -22,32 +22,15 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
-from numcodecs import Zstd
 
-__all__ = ["LEVELS", "WDS_LEVEL", "encode_array", "decode_array", "WdsWriter", "iter_wds_shard", "decode_wds_sample", "sample_key"]
+from .codecs import decode_array, encode_array
 
-#: zstd level per array: label maps are small and very compressible (a high level is cheap and
-#: beats gzip-6 by ~10%); noisy views barely compress, so a fast level (about gzip-6's size at a
-#: fraction of its time) keeps encoding under ~10% of the render time.
-LEVELS = {"labels": 9, "views": 3}
-WDS_LEVEL = LEVELS  # recorded in the manifest
-_ZSTD = {k: Zstd(level=v, checksum=True) for k, v in LEVELS.items()}
-_DECODER = Zstd(checksum=True)
+__all__ = ["encode_array", "decode_array", "WdsWriter", "iter_wds_shard", "decode_wds_sample", "sample_key"]
+
 
 
 def sample_key(index: int) -> str:
     return f"{index:010d}"
-
-
-def encode_array(a: np.ndarray, kind: str = "views") -> bytes:
-    """`.npy` bytes (format 1.0, deterministic header) compressed with zstd (with a checksum) at LEVELS[kind]."""
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
-    return bytes(_ZSTD[kind].encode(buf.getvalue()))
-
-
-def decode_array(b: bytes) -> np.ndarray:
-    return np.lib.format.read_array(io.BytesIO(bytes(_DECODER.decode(b))), allow_pickle=False)
 
 
 def _meta_bytes(meta: dict[str, Any]) -> bytes:
@@ -100,7 +83,8 @@ def decode_wds_sample(raw: dict[str, Any]) -> dict[str, Any]:
         if ext.startswith("__"):
             continue
         if ext.endswith(".npy.zst"):
-            out[ext[: -len(".npy.zst")]] = decode_array(value)
+            name = ext[: -len(".npy.zst")]
+            out[name] = decode_array(value, name)
         elif ext.endswith(".json"):
             out[ext[: -len(".json")]] = json.loads(value)
     return out

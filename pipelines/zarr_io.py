@@ -5,8 +5,9 @@
 `zarr_shard` samples (a divisor of the task size, so a task covers whole shards). The client
 writes the metadata (`zarr.json`) once; a task encodes each shard through a private temporary
 array with identical metadata, then `os.replace`s the shard file into place: no two attempts
-ever write the same file, and a shard appears only complete. Compression: `zarr.codecs.ZstdCodec`
-(with its checksum) inside the sharding codec. Sample meta lives in `STORE/zarr-meta/` (JSON lines).
+ever write the same file, and a shard appears only complete. Compression: the views' plane-delta
+filter (`codecs.PlaneDelta`, zarr codec `synthvox.plane_delta`) and `zarr.codecs.ZstdCodec` (with
+its checksum) inside the sharding codec. Sample meta lives in `STORE/zarr-meta/` (JSON lines).
 A `labels` store has no ``views`` array; `ZarrReader` re-renders the views from labels and meta.
 """
 from __future__ import annotations
@@ -24,15 +25,20 @@ from .atomic import StoreIOError, explain_oserror, write_bytes_atomic
 from .labels import views_from_meta
 from .layout import MANIFEST, stored_arrays, zarr_meta_path, zarr_shard_key
 
-__all__ = ["ZARR_LEVEL", "create_zarr_arrays", "write_zarr_shard", "write_zarr_meta", "ZarrReader"]
-
-from .wds_io import LEVELS as ZARR_LEVEL  # the same zstd level per array as the tar members
+__all__ = ["create_zarr_arrays", "write_zarr_shard", "write_zarr_meta", "ZarrReader"]
 
 
-def _compressors(name: str) -> Any:
+def _codecs(name: str) -> dict[str, Any]:
+    """create_array's filters and compressors for array `name`: the tar members' chain."""
     from zarr.codecs import ZstdCodec
 
-    return ZstdCodec(level=ZARR_LEVEL[name], checksum=True)
+    from .codecs import DELTA_KINDS, LEVELS
+    from .zarr_codec import PlaneDelta
+
+    out: dict[str, Any] = {"compressors": ZstdCodec(level=LEVELS[name], checksum=True)}
+    if name in DELTA_KINDS:
+        out["filters"] = [PlaneDelta(axis=-3)]
+    return out
 
 
 def create_zarr_arrays(root: Path, samples: int, size: int, views: int, label_dtype: str, zarr_shard: int,
@@ -58,7 +64,7 @@ def create_zarr_arrays(root: Path, samples: int, size: int, views: int, label_dt
         group.create_array(
             name, shape=shape, dtype=dtypes[name],
             chunks=(1,) + shape[1:], shards=(zarr_shard,) + shape[1:],
-            compressors=_compressors(name), fill_value=0,
+            **_codecs(name), fill_value=0,
             config={"write_empty_chunks": True},
         )
 
@@ -71,6 +77,8 @@ def write_zarr_shard(root: Path, array: str, shard: int, zarr_shard: int, data: 
     array (same `zarr.json`) in a private directory beside the final one, in one write call.
     """
     import zarr
+
+    from . import zarr_codec  # noqa: F401  (registers synthvox.plane_delta)
 
     root = Path(root)
     final_meta = root / "zarr" / array / "zarr.json"
@@ -145,6 +153,8 @@ class ZarrReader:
     def _open(self) -> dict[str, Any]:
         if self._arrays is None or self._pid != os.getpid():  # reopen in a forked DataLoader worker
             import zarr
+
+            from . import zarr_codec  # noqa: F401  (registers synthvox.plane_delta)
 
             g = zarr.open_group(str(self.path / "zarr"), mode="r", zarr_format=3)
             self._arrays = {name: g[name] for name in stored_arrays(self.content)}

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from .bank import BankWriter, crop_to_bbox, pack_mask
 
@@ -154,6 +153,8 @@ def blob(rng: np.random.Generator) -> np.ndarray:
     u, shape = _ellipsoid_coords(_rotation(rng), semi, 1.05)
     field = (1 - _radius(u) ** 2) + rng.uniform(0.4, 0.9) * _smooth_noise(rng, shape, int(rng.integers(4, 8)))
     m = field > rng.uniform(0.2, 0.5)
+    from scipy import ndimage as ndi  # lazily: scipy costs every worker ~18 MB and the bank rarely needs building
+
     lab, n = ndi.label(m)
     if n > 1:
         sizes = np.bincount(lab.ravel())
