@@ -69,7 +69,7 @@ def _throughput(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], Pa
             walls[formats] = time.perf_counter() - t0
             # the same ratio in CPU time (each task's process CPU time, from the run log): robust to
             # the other jobs on a shared machine, which make the wall-clock ratio swing
-            cpus[formats] = sum(json.loads(line)["cpu_seconds"] for p in (store / "logs").iterdir()
+            cpus[formats] = sum(json.loads(line)["cpu_seconds"] for p in (store / "logs").glob("run-*.jsonl")
                                 for line in p.read_text().splitlines())
     render_cpu = cpu / args.samples
     rows = {"raw engine samples/s": args.samples / raw_wall}

@@ -31,6 +31,7 @@ def synth_shards(out, samples, task_size, size, formats, content, config, seed, 
     """Render samples into a sharded WebDataset / Zarr v3 store; rerun the same command to resume."""
     from synthvox.engine.config import ConfigError, load_engine_config
     from synthvox.pipelines.layout import DEFAULT_TASK_SIZE
+    from synthvox.pipelines.lock import StoreBusy
     from synthvox.pipelines.runner import PipelineError, parse_formats, synth_shards as run
 
     try:
@@ -48,7 +49,7 @@ def synth_shards(out, samples, task_size, size, formats, content, config, seed, 
         summary = run(out, samples, task_size=task_size, cfg=cfg, seed=seed, formats=fmts, workers=workers,
                       scheduler=scheduler, max_failures=max_failures, reverify=reverify, progress=not quiet,
                       content=content)
-    except PipelineError as e:
+    except (PipelineError, StoreBusy) as e:
         raise click.ClickException(str(e)) from None
     except (OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None
@@ -101,11 +102,12 @@ def info(store, as_json) -> None:
 def convert(store, content, out, workers, scheduler, quiet) -> None:
     """Copy STORE with the other content: labels -> full renders views, full -> labels drops them."""
     from synthvox.pipelines.convert import convert as run
+    from synthvox.pipelines.lock import StoreBusy
     from synthvox.pipelines.runner import PipelineError
 
     try:
         summary = run(store, out, content, workers=workers, scheduler=scheduler, progress=not quiet)
-    except (PipelineError, OSError, ValueError) as e:
+    except (PipelineError, StoreBusy, OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"done: {summary['tasks_done']}/{summary['tasks']} tasks ({summary['tasks_skipped']} already there, "
                f"{summary['tasks_rendered']} converted) in {summary['seconds']:.1f} s -> {summary['store']} "

@@ -9,7 +9,8 @@ STORE/zarr/                              a Zarr v3 group: arrays `labels` (N,D,H
                                          (a `labels` store has no `views` array)
 STORE/zarr/labels/c/7/0/0/0              one Zarr shard file (ZARR_SHARD samples) per shard index
 STORE/zarr-meta/task-000003.jsonl        the samples' `meta` for the Zarr format, one line per sample
-STORE/logs/                              run logs (hosts, times): not part of the reproducible store
+STORE/logs/                              run logs (hosts, times) and client.lock (one client per store,
+                                         lock.py): not part of the reproducible store
 ```
 Temporaries live beside their final name (same file system, so `os.replace` is atomic) and
 carry a private random suffix, so two attempts of one task never write the same file.

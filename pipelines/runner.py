@@ -16,12 +16,14 @@ import os
 import shutil
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .atomic import StoreIOError, write_bytes_atomic
 from .faults import ENV as FAULTS_ENV
 from .faults import parse_faults
+from .lock import store_lock
 from .layout import DEFAULT_TASK_SIZE, MANIFEST, num_tasks, stored_arrays, task_range, zarr_shard_samples
 from .manifest import RecordBook, check_compatible, make_manifest, read_manifest
 from .progress import Progress
@@ -79,8 +81,12 @@ def cleanup_temporaries(root: Path) -> int:
 
 def prepare_store(out: str | Path, samples: int, task_size: int, cfg: Any, seed: int,
                   formats: tuple[str, ...], reverify: bool = False,
-                  content: str = "full") -> tuple[Path, dict[str, Any], RecordBook]:
-    """Create or reopen the store (refusing a mismatch), write its metadata, load intact records."""
+                  content: str = "full", lock: ExitStack | None = None) -> tuple[Path, dict[str, Any], RecordBook]:
+    """Create or reopen the store (refusing a mismatch), write its metadata, load intact records.
+
+    With `lock` (an ExitStack), the store's client lock is taken into it before anything is
+    cleaned or written (lock.py): a second client stops with StoreBusy.
+    """
     from synthvox.engine.config import engine_config_hash
     from synthvox.engine.schema import label_dtype
     from synthvox.engine.templates import resolve_bank
@@ -101,6 +107,8 @@ def prepare_store(out: str | Path, samples: int, task_size: int, cfg: Any, seed:
         old = read_manifest(root)
         check_compatible(old, manifest, root)
     _probe_writable(root)
+    if lock is not None:
+        lock.enter_context(store_lock(root))
     cleanup_temporaries(root)
     for sub in ("records", "logs") + tuple(f for f in formats if f == "wds") + (("zarr-meta",) if "zarr" in formats else ()):
         (root / sub).mkdir(exist_ok=True)
@@ -134,23 +142,24 @@ def synth_shards(out: str | Path, samples: int, *, task_size: int | None = None,
         task_size = int(read_manifest(Path(out))["task_size"])  # resuming/growing: the store's own layout
     task_size = int(task_size or DEFAULT_TASK_SIZE)
     stream = stream or sys.stderr
-    root, manifest, book = prepare_store(out, samples, task_size, cfg, seed, formats, reverify, content)
-    run = _Run(root, manifest, book, seed, formats, max_failures, retries, progress, stream)
-    run.source = str(Path(source).resolve()) if source is not None else None
-    run.log(f"store {root}: {samples} samples in {manifest['tasks']} tasks of {task_size} "
-            f"({book.tasks_done} already done), formats {','.join(formats)}, content {content}"
-            + (f", from {run.source}" if run.source else ""))
-    t0 = time.perf_counter()
-    try:
-        if book.tasks_done < book.tasks:
-            if client is not None:
-                run.run_dask(client, window)
-            elif scheduler is None and workers == 0:
-                run.run_local()
-            else:
-                run.run_dask_owned(workers, scheduler, window)
-    finally:
-        run.finish()
+    with ExitStack() as held:
+        root, manifest, book = prepare_store(out, samples, task_size, cfg, seed, formats, reverify, content, lock=held)
+        run = _Run(root, manifest, book, seed, formats, max_failures, retries, progress, stream)
+        run.source = str(Path(source).resolve()) if source is not None else None
+        run.log(f"store {root}: {samples} samples in {manifest['tasks']} tasks of {task_size} "
+                f"({book.tasks_done} already done), formats {','.join(formats)}, content {content}"
+                + (f", from {run.source}" if run.source else ""))
+        t0 = time.perf_counter()
+        try:
+            if book.tasks_done < book.tasks:
+                if client is not None:
+                    run.run_dask(client, window)
+                elif scheduler is None and workers == 0:
+                    run.run_local()
+                else:
+                    run.run_dask_owned(workers, scheduler, window)
+        finally:
+            run.finish()
     summary = run.summary(time.perf_counter() - t0)
     if run.fatal:
         raise PipelineError(run.fatal, summary)

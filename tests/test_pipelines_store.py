@@ -324,3 +324,19 @@ def test_full_disk_in_a_zarr_only_store_names_the_shard(tmp_path, fake, monkeypa
     assert "zarr/labels/c/0/0/0/0" in str(e.value)
     assert not (out / "zarr" / "labels" / "c").exists()
     assert [n for n in os.listdir(out / "zarr") if n.startswith(".tmp")] == []
+
+
+def test_second_client_on_a_store_is_refused_naming_the_first(tmp_path: Path, render):
+    """While one client holds the store, another stops at once (it would clean the first one's
+    temporaries); once the first is gone the same command runs and resumes."""
+    from synthvox.pipelines.lock import StoreBusy, store_lock
+
+    store = tmp_path / "s"
+    store.mkdir()
+    with store_lock(store) as lock_path:
+        assert str(os.getpid()) in lock_path.read_text()
+        with pytest.raises(StoreBusy, match=rf"in use by another synth-shards client \(pid {os.getpid()} on "):
+            synth_shards(store, 2, task_size=1, cfg=CFG, workers=0, progress=False)
+        assert not (store / "records").exists() or not any((store / "records").iterdir())
+    s = synth_shards(store, 2, task_size=1, cfg=CFG, workers=0, progress=False)
+    assert s["complete"] and s["tasks_rendered"] == 2
