@@ -21,11 +21,12 @@ import torch
 from .appearance import AppearanceParams, apply_appearance, sample_appearance
 from .config import EngineConfig
 from .device import device_type
-from .schema import SCHEMA_VERSION, label_dtype, quantise
+from .schema import SCHEMA_VERSION, label_dtype
 from .seeds import child_seed, numpy_rng
+from .workspace import scratch
 
 __all__ = ["render_sample", "render_labels", "render_views", "render_views_from_meta", "view_params", "sample_to_numpy",
-           "torch_label_dtype"]
+           "torch_label_dtype", "quantise_into"]
 
 _TORCH_LABEL = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16}
 
@@ -61,8 +62,9 @@ def render_labels(cfg: EngineConfig, seed: int, index: int, bank: Any = None, de
 
 def _render_labels(cfg: EngineConfig, seed: int, index: int, bank: Any, device: str | torch.device,
                    timings: dict[str, float] | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """(int64 labels, stored-dtype labels, meta)."""
-    from .ensemble import apply_ensemble, sample_ensemble
+    """(int32 labels, stored-dtype labels, meta). The int32 map may be a per-thread reused
+    buffer (ensemble.label_map): use it before the next render in this thread."""
+    from .ensemble import label_map, sample_ensemble
 
     device = torch.device(device)
     t0 = time.process_time()
@@ -72,17 +74,16 @@ def _render_labels(cfg: EngineConfig, seed: int, index: int, bank: Any, device: 
     gen = torch.Generator(device=device)
     gen.manual_seed(noise_seed)
     with torch.no_grad():
-        lab = apply_ensemble(params, bank, cfg.size, gen, device)
+        lab, counts = label_map(params, bank, cfg.size, gen, device)
     t0 = _lap(timings, "ensemble", t0)
-    lo, hi = (int(v) for v in torch.aminmax(lab))
-    if lo < 0 or hi > cfg.max_labels:
+    # the ids present come from the ensemble's own bincount (no second pass over the voxels)
+    present = torch.nonzero(counts).flatten().tolist()
+    if present and present[-1] > cfg.max_labels:
         raise ValueError(
-            f"the ensemble produced label ids {lo}..{hi} outside 0..{cfg.max_labels} "
+            f"the ensemble produced label ids 0..{present[-1]} outside 0..{cfg.max_labels} "
             "(engine.ensemble.max_labels): a bug in the ensemble stage"
         )
-    # bincount, not unique: unique sorts every voxel (~0.15 s at 128^3)
-    counts = torch.bincount(lab.reshape(-1), minlength=hi + 1)
-    foreground = [int(v) for v in torch.nonzero(counts[1:]).flatten().add(1).tolist()]
+    foreground = [int(v) for v in present if v > 0]
     labels = lab.to(torch_label_dtype(cfg.max_labels))
     meta: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -111,20 +112,37 @@ def view_params(cfg: EngineConfig, seed: int, index: int, shape: tuple[int, ...]
 
 
 def _paint(labels: torch.Tensor, views: list[tuple[AppearanceParams, int]], device: torch.device,
-           timings: dict[str, float] | None = None) -> torch.Tensor:
-    """(V, D, H, W) uint8 views of `labels` (torch or numpy) from per-view (params, noise seed)."""
+           timings: dict[str, float] | None = None, checked: bool = False) -> torch.Tensor:
+    """(V, D, H, W) uint8 views of `labels` (torch or numpy) from per-view (params, noise seed).
+
+    `checked`: the label ids are known to lie in 0..max_labels (skips one range check per view).
+    """
     if isinstance(labels, np.ndarray):
         labels = torch.from_numpy(np.ascontiguousarray(labels))
-    idx = labels.to(device=device, dtype=torch.int64)  # one widening for all views (no copy if int64)
-    out = torch.empty((len(views),) + tuple(labels.shape), dtype=torch.uint8, device=device)
+    # one widening for all views: int32 is what the lookup gathers take (no copy if int32/int64)
+    idx = labels.to(device=device, dtype=torch.int32) if labels.dtype not in (torch.int32, torch.int64) else labels.to(device)
+    shape = tuple(labels.shape)
+    out = torch.empty((len(views),) + shape, dtype=torch.uint8, device=device)
+    img = scratch("render.view", shape, torch.float32, device)
     for v, (params, noise_seed) in enumerate(views):
         gen = torch.Generator(device=device)
         gen.manual_seed(int(noise_seed))
-        img = apply_appearance(idx, params, gen, timings=timings)
+        apply_appearance(idx, params, gen, timings=timings, out=img, check_labels=not checked)
         t0 = time.process_time()
-        out[v] = quantise(img)
+        quantise_into(out[v], img, in_range=True)
         _lap(timings, "quantise", t0)
     return out
+
+
+def quantise_into(dst: torch.Tensor, x: torch.Tensor, in_range: bool = False) -> torch.Tensor:
+    """schema.quantise(x) written into the uint8 tensor `dst`, overwriting `x` (the same
+    operations in place: clamp to [0, 1], * 255, round half to even; no temporaries).
+    `in_range`: x is known to lie in [0, 1] (apply_appearance's output: (x - lo) / (hi - lo)
+    with lo <= x <= hi, exact in floating point), so the clamp is skipped."""
+    if not in_range:
+        x.clamp_(0.0, 1.0)
+    x.mul_(255.0).round_()
+    return dst.copy_(x)   # exact: x holds integers 0..255
 
 
 def render_views(labels: torch.Tensor, cfg: EngineConfig, seed: int, index: int,
@@ -158,7 +176,7 @@ def render_sample(cfg: EngineConfig, seed: int, index: int, bank: Any = None, de
     t0 = time.process_time()
     views_params = view_params(cfg, seed, index, tuple(labels.shape))
     _lap(timings, "appearance_params", t0)
-    views = _paint(lab, views_params, device, timings)
+    views = _paint(lab, views_params, device, timings, checked=True)
     meta["appearance"] = [a.to_json() for a, _ in views_params]
     meta["appearance_noise_seeds"] = [s for _, s in views_params]
     return {"labels": labels, "views": views, "index": int(index), "meta": meta}

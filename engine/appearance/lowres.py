@@ -24,8 +24,10 @@ def sample_lowres(cfg: AppearanceConfig, rng: np.random.Generator) -> dict[str, 
     return {"factor": float(rng.uniform(cfg.lowres_factor[0], cfg.lowres_factor[1]))}
 
 
-def apply_lowres(volume: torch.Tensor, params: dict[str, Any] | None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Down to round(n / factor) voxels per axis (>= 1), back up to n; factor 1 is the identity."""
+def apply_lowres(volume: torch.Tensor, params: dict[str, Any] | None, generator: torch.Generator | None = None,
+                 inplace: bool = False) -> torch.Tensor:
+    """Down to round(n / factor) voxels per axis (>= 1), back up to n; factor 1 is the identity.
+    `inplace` writes the result into the volume's memory."""
     if params is None:
         return volume
     shape = tuple(volume.shape)
@@ -33,4 +35,4 @@ def apply_lowres(volume: torch.Tensor, params: dict[str, Any] | None, generator:
     if low == shape:
         return volume
     x = F.interpolate(volume[None, None], size=low, mode="nearest-exact")
-    return resize_linear(x[0, 0], shape, align_corners=False)  # type: ignore[arg-type]
+    return resize_linear(x[0, 0], shape, align_corners=False, out=volume if inplace else None)  # type: ignore[arg-type]

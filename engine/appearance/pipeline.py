@@ -100,14 +100,15 @@ def sample_appearance(cfg: AppearanceConfig, n_labels: int, size: int | tuple[in
 
 
 def _multiplicative_field(shape: tuple[int, int, int], params: AppearanceParams, generator: torch.Generator,
-                          device: torch.device) -> torch.Tensor:
-    """Texture x bias field, multiplied on the texture's finest grid and up-sampled once."""
+                          device: torch.device, mul_into: torch.Tensor | None = None) -> torch.Tensor:
+    """Texture x bias field, multiplied on the texture's finest grid and up-sampled once
+    (or multiplied into `mul_into` in place, which is returned)."""
     bias = params.bias
     factor = None
     if bias is not None and any(bias["coeffs"]):
         def factor(grid: tuple[int, int, int]) -> torch.Tensor:
             return bias_field(shape, bias, device, grid)
-    return texture_field(shape, params.texture, generator, device, coarse_factor=factor)
+    return texture_field(shape, params.texture, generator, device, coarse_factor=factor, mul_into=mul_into)
 
 
 class _Clock:
@@ -125,29 +126,34 @@ class _Clock:
 
 
 def apply_appearance(labels: torch.Tensor, params: AppearanceParams, generator: torch.Generator,
-                     timings: dict[str, float] | None = None) -> torch.Tensor:
+                     timings: dict[str, float] | None = None, out: torch.Tensor | None = None,
+                     check_labels: bool = True) -> torch.Tensor:
     """(D, H, W) integer labels -> float32 (D, H, W) in [0, 1] on the labels' device.
 
     Deterministic given (labels, params, generator state). `timings`, when given, receives
-    CPU seconds per step (benchmarks).
+    CPU seconds per step (benchmarks). `out` (float32, contiguous, labels' shape), when given,
+    receives the view (the same bytes; every step then works in place and full-size
+    temporaries go through per-thread reused buffers). `check_labels` False skips the check
+    that the ids lie in 0..n_labels (for callers that know it).
     """
     if labels.ndim != 3:
         raise ValueError(f"labels must be (D, H, W), got shape {tuple(labels.shape)}")
     clock = _Clock(timings)
+    shape: tuple[int, int, int] = tuple(labels.shape)  # type: ignore[assignment]
     with torch.no_grad():
-        x = apply_gmm(labels, params.gmm, generator)
+        x = apply_gmm(labels, params.gmm, generator, out=out, check=check_labels)
         clock.lap("gmm")
         # x is this function's own tensor from here on, so in-place updates are safe
-        x.mul_(_multiplicative_field(tuple(x.shape), params, generator, x.device))
+        _multiplicative_field(shape, params, generator, x.device, mul_into=x)
         clock.lap("texture_bias")
-        x = apply_gamma(x, params.gamma)
+        x = apply_gamma(x, params.gamma, inplace=True)
         clock.lap("gamma")
         x = apply_kspace(x, {"spikes": params.spikes, "blur": params.blur, "gibbs": params.gibbs,
-                             "sharpen": params.sharpen})
+                             "sharpen": params.sharpen}, inplace=True)
         clock.lap("kspace")
-        x = apply_lowres(x, params.lowres)
+        x = apply_lowres(x, params.lowres, inplace=True)
         clock.lap("lowres")
-        x = apply_noise(x, params.noise, generator)
+        x = apply_noise(x, params.noise, generator, inplace=True)
         clock.lap("noise")
         x = minmax_rescale(x.clamp_(min=0.0), inplace=True)
         clock.lap("rescale")

@@ -29,21 +29,27 @@ def is_neutral_sharpen(params: dict[str, Any] | None) -> bool:
     return params is None or (params["sigma1"] <= 0 and params["alpha"] == 0)
 
 
-def sharpen_transfer(freqs: list[torch.Tensor], params: dict[str, Any]) -> torch.Tensor:
-    """(D, H, W // 2 + 1) float32 transfer function G1 (1 + alpha (1 - G2))
-    = (1 + alpha) G1 - alpha G1 G2, both terms separable (two outer products)."""
+def sharpen_transfer(freqs: list[torch.Tensor], params: dict[str, Any], out: torch.Tensor | None = None,
+                     tmp: torch.Tensor | None = None) -> torch.Tensor:
+    """float32 transfer function G1 (1 + alpha (1 - G2)) = (1 + alpha) G1 - alpha G1 G2, both
+    terms separable (two outer products). `freqs`: the per-axis frequencies, either 1D (the
+    result is (len0, len1, len2)) or already shaped to broadcast against each other (the
+    result takes their broadcast shape). `out` / `tmp` (that shape, float32), when given,
+    hold the result and the second term (no allocation)."""
     g1 = [kernel_transfer_1d(gaussian_kernel_1d(params["sigma1"]), f) for f in freqs]
     g2 = [kernel_transfer_1d(gaussian_kernel_1d(params["sigma2"]), f) for f in freqs]
     a = params["alpha"]
-    t1 = _outer([(1.0 + a) * g1[0], g1[1], g1[2]])
-    t2 = _outer([a * g1[0] * g2[0], g1[1] * g2[1], g1[2] * g2[2]])
+    t1 = _outer([(1.0 + a) * g1[0], g1[1], g1[2]], out)
+    t2 = _outer([a * g1[0] * g2[0], g1[1] * g2[1], g1[2] * g2[2]], tmp)
     return t1.sub_(t2)
 
 
-def _outer(v: list[torch.Tensor]) -> torch.Tensor:
-    """float32 (len0, len1, len2) outer product of three float64 vectors."""
+def _outer(v: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    """float32 outer product (a * b) * c of three float64 vectors (1D, or shaped to broadcast)."""
     a, b, c = (t.to(torch.float32) for t in v)
-    return (a[:, None] * b[None, :])[:, :, None] * c[None, None, :]
+    if a.dim() == 1:
+        a, b, c = a[:, None, None], b[None, :, None], c[None, None, :]
+    return torch.mul(a * b, c) if out is None else torch.mul(a * b, c, out=out)
 
 
 def apply_sharpen(volume: torch.Tensor, params: dict[str, Any] | None, generator: torch.Generator | None = None) -> torch.Tensor:

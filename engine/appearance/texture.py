@@ -38,8 +38,10 @@ def _grid_shape(shape: tuple[int, ...], scale: int) -> tuple[int, int, int]:
 
 def texture_field(shape: tuple[int, int, int], params: dict[str, Any], generator: torch.Generator,
                   device: torch.device,
-                  coarse_factor: Callable[[tuple[int, int, int]], torch.Tensor] | None = None) -> torch.Tensor:
-    """The float32 (D, H, W) factor 1 + amplitude * noise.
+                  coarse_factor: Callable[[tuple[int, int, int]], torch.Tensor] | None = None,
+                  out: torch.Tensor | None = None, mul_into: torch.Tensor | None = None) -> torch.Tensor:
+    """The float32 (D, H, W) factor 1 + amplitude * noise (written into `out` when given, or
+    multiplied into `mul_into` in place, which is returned).
 
     `coarse_factor(grid_shape)`, when given, returns another smooth multiplicative field on the
     finest grid; it is multiplied in before the one full-size up-sampling (the pipeline fuses
@@ -57,7 +59,7 @@ def texture_field(shape: tuple[int, int, int], params: dict[str, Any], generator
     coarse = acc.mul_(params["amplitude"]).add_(1.0)
     if coarse_factor is not None:
         coarse = coarse * coarse_factor(tuple(coarse.shape))  # type: ignore[arg-type]
-    return resize_linear(coarse, tuple(shape), align_corners=True)  # type: ignore[arg-type]
+    return resize_linear(coarse, tuple(shape), align_corners=True, out=out, mul_into=mul_into)  # type: ignore[arg-type]
 
 
 def apply_texture(volume: torch.Tensor, params: dict[str, Any], generator: torch.Generator) -> torch.Tensor:

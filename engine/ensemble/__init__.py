@@ -20,7 +20,7 @@ never wrap (uint8 work buffers up to 255 labels, int16/int32 beyond). Background
 checks 3 <= K <= 40 at 32^3 (and 8 <= K <= 40 at 128^3, slow tier) with a stand-in bank;
 benchmarks/bench_ensemble.py reports the range it sees on the benchmark set.
 """
-from .apply import apply_ensemble, compact_ids
+from .apply import apply_ensemble, compact_ids, label_map
 from .config import EnsembleConfig
 from .params import EnsembleParams, ForegroundParams, ShapeParams, sample_ensemble
 from .smooth import majority3
@@ -33,5 +33,6 @@ __all__ = [
     "sample_ensemble",
     "apply_ensemble",
     "compact_ids",
+    "label_map",
     "majority3",
 ]

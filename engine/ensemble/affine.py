@@ -17,8 +17,8 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["BlockGrid", "Candidates", "ShapeBlocks", "candidate_blocks", "occupancy_table", "cull_empty",
-           "fixed_point", "shape_blocks"]
+__all__ = ["BlockGrid", "Candidates", "ShapeBlocks", "candidate_blocks", "occupancy_table", "solid_table",
+           "cull_empty", "split_solid", "classify", "fixed_point", "shape_blocks"]
 
 
 @lru_cache(maxsize=8)
@@ -94,8 +94,8 @@ def candidate_blocks(grid: BlockGrid, A: np.ndarray, centre: np.ndarray, dims: t
     if np.any(hi < 0) or np.any(lo > grid.size - 1):
         return None
     B, n = grid.B, grid.n
-    blo = np.clip(lo // B, 0, n - 1)
-    bhi = np.clip(hi // B, 0, n - 1)
+    blo = np.minimum(np.maximum(lo // B, 0), n - 1)   # np.clip's wrapper costs more than the work
+    bhi = np.minimum(np.maximum(hi // B, 0), n - 1)
     # template coords at block origins, separably: u0[:, z, y, x] = sum_j Ainv[:, j] * (o_j - c_j) + uc
     t = [np.outer(Ainv[:, j], np.arange(blo[j], bhi[j] + 1) * B - centre[j]) for j in range(3)]
     u0 = (t[0][:, :, None, None] + t[1][:, None, :, None]) + (t[2][:, None, None, :] + uc[:, None, None, None])
@@ -116,42 +116,88 @@ def candidate_blocks(grid: BlockGrid, A: np.ndarray, centre: np.ndarray, dims: t
     return Candidates(ids[keep].astype(np.int64), u0, u0 + smin[:, None], u0 + smax[:, None], Ainv, d)
 
 
+def _cell_reduce(padded: np.ndarray, cell: int, op: np.ufunc) -> np.ndarray:
+    """`op` (np.maximum / np.minimum) over each `cell`^3 cell of `padded`."""
+    occ = padded
+    for ax in range(3):   # strided pairwise reductions: numpy's multi-axis reduce is ~50x slower
+        sl = [slice(None)] * 3
+        parts = []
+        for j in range(cell):
+            sl[ax] = slice(j, None, cell)
+            parts.append(occ[tuple(sl)])
+        acc = op(parts[0], parts[1]) if cell > 1 else parts[0].copy()
+        for q in parts[2:]:
+            op(acc, q, out=acc)
+        occ = acc
+    return occ
+
+
+def _sat(cells: np.ndarray) -> np.ndarray:
+    a, b, c = cells.shape
+    sat = np.zeros((a + 1, b + 1, c + 1), dtype=np.int32)
+    sat[1:, 1:, 1:] = cells.cumsum(0, dtype=np.int32).cumsum(1).cumsum(2)
+    return sat
+
+
 def occupancy_table(padded: np.ndarray, cell: int) -> tuple[np.ndarray, int]:
     """Summed-area table (one leading zero per axis) of the occupied `cell`^3 cells of a
     padded template, and the template's maximum value (1 for a proper 0/1 mask).
 
     `padded` (sides multiples of `cell`) holds the template shifted by one voxel.
     """
-    occ = padded
-    for ax in range(3):   # strided pairwise maxima: numpy's multi-axis reduce is ~50x slower
-        sl = [slice(None)] * 3
-        parts = []
-        for j in range(cell):
-            sl[ax] = slice(j, None, cell)
-            parts.append(occ[tuple(sl)])
-        acc = np.maximum(parts[0], parts[1]) if cell > 1 else parts[0].copy()
-        for q in parts[2:]:
-            np.maximum(acc, q, out=acc)
-        occ = acc
-    a, b, c = occ.shape
+    occ = _cell_reduce(padded, cell, np.maximum)
     vmax = int(occ.max()) if occ.size else 0
-    sat = np.zeros((a + 1, b + 1, c + 1), dtype=np.int32)
-    sat[1:, 1:, 1:] = np.minimum(occ, 1).cumsum(0).cumsum(1).cumsum(2)
-    return sat, vmax
+    return _sat(np.minimum(occ, 1)), vmax
+
+
+def solid_table(padded: np.ndarray, cell: int) -> np.ndarray:
+    """Summed-area table of the `cell`^3 cells of a padded 0/1 template that hold only ones."""
+    return _sat(np.minimum(_cell_reduce(padded, cell, np.minimum), 1))
+
+
+def _cell_ranges(cand: Candidates, cell: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per block, the cell range [i0, i1) (3, nb) that holds every padded voxel it samples
+    (conservative: the fixed-point rounding is far below eps)."""
+    eps = 1e-3
+    d = cand.dims[:, None] + 1
+    # padded index = floor(u + 1.5), clipped like the sampler clamps it
+    i0 = np.minimum(np.maximum(np.floor(cand.lo + 1.5 - eps), 0), d).astype(np.int64) // cell
+    i1 = np.minimum(np.maximum(np.floor(cand.hi + 1.5 + eps), 0), d).astype(np.int64) // cell + 1
+    return i0, i1
+
+
+def _box_sum(sat: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
+    z0, y0, x0 = i0
+    z1, y1, x1 = i1
+    return (sat[z1, y1, x1] - sat[z0, y1, x1] - sat[z1, y0, x1] - sat[z1, y1, x0]
+            + sat[z0, y0, x1] + sat[z0, y1, x0] + sat[z1, y0, x0] - sat[z0, y0, x0])
+
+
+def classify(cand: Candidates, sat: np.ndarray, solid_sat: np.ndarray, cell: int) -> tuple[np.ndarray, Candidates | None]:
+    """cull_empty then split_solid, sharing the cell ranges: (ids of the solid blocks, the
+    other non-empty candidates or None)."""
+    i0, i1 = _cell_ranges(cand, cell)
+    nonempty = _box_sum(sat, i0, i1) > 0
+    solid = _box_sum(solid_sat, i0, i1) == (i1 - i0).prod(0)   # implies non-empty
+    rest = nonempty & ~solid
+    return cand.ids[solid], cand.select(rest)
+
+
+def split_solid(cand: Candidates, solid_sat: np.ndarray, cell: int) -> tuple[np.ndarray, Candidates | None]:
+    """(ids of the blocks whose every sample falls on an all-ones cell, i.e. reads 1, and the
+    other candidates or None). A solid block needs no per-voxel sampling: it is painted whole."""
+    i0, i1 = _cell_ranges(cand, cell)
+    n_cells = (i1 - i0).prod(0)
+    solid = _box_sum(solid_sat, i0, i1) == n_cells
+    if not solid.any():
+        return cand.ids[:0], cand
+    return cand.ids[solid], cand.select(~solid)
 
 
 def cull_empty(cand: Candidates, sat: np.ndarray, cell: int) -> Candidates | None:
     """Drop blocks whose samples all fall on empty cells of the template."""
-    eps = 1e-3   # fixed-point rounding is far below this
-    d = cand.dims[:, None]
-    # padded index = floor(u + 1.5), clipped like the sampler clamps it
-    i0 = np.clip(np.floor(cand.lo + 1.5 - eps), 0, d + 1).astype(np.int64) // cell
-    i1 = np.clip(np.floor(cand.hi + 1.5 + eps), 0, d + 1).astype(np.int64) // cell + 1
-    z0, y0, x0 = i0
-    z1, y1, x1 = i1
-    total = (sat[z1, y1, x1] - sat[z0, y1, x1] - sat[z1, y0, x1] - sat[z1, y1, x0]
-             + sat[z0, y0, x1] + sat[z0, y1, x0] + sat[z1, y0, x0] - sat[z0, y0, x0])
-    return cand.select(total > 0)
+    i0, i1 = _cell_ranges(cand, cell)
+    return cand.select(_box_sum(sat, i0, i1) > 0)
 
 
 def fixed_point(grid: BlockGrid, cand: Candidates) -> ShapeBlocks:

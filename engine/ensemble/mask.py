@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .params import REF_SIDE, ForegroundParams
+from ..workspace import TEMP_A, scratch
 
 __all__ = ["warped_radius", "apply_foreground", "mask_with", "inside_box"]
 
@@ -30,8 +31,9 @@ def _n_points(size: int, spacing: float) -> int:
     return int(min(size, max(2, round((size - 1) / max(spacing, 1.0)) + 1)))
 
 
-def _upsample_axis(a: torch.Tensor, ax: int, size: int) -> torch.Tensor:
-    """Linear interpolation along `ax` from its n points (spanning [0, size-1]) to `size`."""
+def _upsample_axis(a: torch.Tensor, ax: int, size: int, reuse: bool = False) -> torch.Tensor:
+    """Linear interpolation along `ax` from its n points (spanning [0, size-1]) to `size`.
+    `reuse`: the last (dim 0) pass writes into a per-thread reused buffer."""
     n = a.shape[ax]
     if n == size:
         return a
@@ -40,18 +42,35 @@ def _upsample_axis(a: torch.Tensor, ax: int, size: int) -> torch.Tensor:
     w = (t - i0).to(a.dtype)
     shape = [1, 1, 1]
     shape[ax] = size
+    if reuse and ax == 0:
+        # slab by slab from the broadcast source planes (the same elementwise lerp, so the same
+        # bytes): no two full-size gathered volumes
+        out = scratch(TEMP_A, (size,) + tuple(a.shape[1:]), a.dtype, a.device)
+        starts = i0.tolist()
+        z = 0
+        while z < size:
+            e = z + 1
+            while e < size and starts[e] == starts[z]:
+                e += 1
+            j, k = starts[z], e - z
+            torch.lerp(a[j].expand(k, *a.shape[1:]), a[j + 1].expand(k, *a.shape[1:]), w[z:e].view(k, 1, 1),
+                       out=out[z:e])
+            z = e
+        return out
     a0 = a.index_select(ax, i0)
     a1 = a.index_select(ax, i0 + 1)
     return torch.lerp(a0, a1, w.view(shape), out=a0)
 
 
-def warped_radius(fg: ForegroundParams, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+def warped_radius(fg: ForegroundParams, size: int, generator: torch.Generator, device: torch.device,
+                  reuse: bool = False) -> torch.Tensor:
     """(size, size, size) float32 field f on `device`: < 0 inside the mask, ~ distance outside.
 
     The noise (~17k values at 128^3) is drawn on the generator's own device: pass a CPU
     generator to get the same mask whatever `device` renders (CUDA's Philox stream differs
     from the CPU's); the remaining float32 interpolation can differ between devices only in
-    the last ulp, i.e. for voxels within ~1e-6 voxel of the mask surface.
+    the last ulp, i.e. for voxels within ~1e-6 voxel of the mask surface. `reuse`: the
+    result lives in a per-thread reused buffer (valid until the next call in this thread).
     """
     n = _n_points(size, _EVAL_SPACING * size / REF_SIDE)
     u = torch.zeros(3, n, n, n, dtype=torch.float32, device=device)
@@ -71,17 +90,21 @@ def warped_radius(fg: ForegroundParams, size: int, generator: torch.Generator, d
         d2 += d * d
     f = d2.sqrt_().sub_(float(fg.radius))
     for ax in (2, 1, 0):   # the largest pass last
-        f = _upsample_axis(f, ax, size)
+        f = _upsample_axis(f, ax, size, reuse=reuse)
     return f
 
 
 def inside_box(f: torch.Tensor, margin: int = 1) -> tuple[slice, slice, slice] | None:
-    """Bounding box of `f < 0` grown by `margin` voxels (clipped), or None when empty."""
-    inside = f < 0
+    """Bounding box of `f < 0` grown by `margin` voxels (clipped), or None when empty.
+
+    From minima of f (a slice holds a voxel < 0 iff its minimum is < 0): two float passes,
+    ~10x cheaper than any() over a full bool volume."""
+    D, H, W = f.shape
+    plane = f.amin(0)                                    # (H, W): min over D
+    mins = (f.reshape(D, -1).amin(1), plane.amin(1), plane.amin(0))
     box = []
-    for ax in range(3):
-        other = tuple(a for a in range(3) if a != ax)
-        idx = inside.any(dim=other).nonzero()
+    for ax, m in enumerate(mins):
+        idx = (m < 0).nonzero()
         if idx.numel() == 0:
             return None
         lo, hi = int(idx[0]), int(idx[-1]) + 1
@@ -90,13 +113,16 @@ def inside_box(f: torch.Tensor, margin: int = 1) -> tuple[slice, slice, slice] |
 
 
 def mask_with(labels: torch.Tensor, f: torch.Tensor, fg: ForegroundParams, envelope_id: int) -> torch.Tensor:
-    """Zero `labels` where f >= 0 and paint the shell 0 <= f < thickness (if drawn); in place."""
-    outside = f >= 0
-    labels.masked_fill_(outside, 0)
+    """Zero `labels` where f >= 0 and paint the shell 0 <= f < thickness (if drawn); in place.
+
+    As integer arithmetic on the 0/1 bytes of the bool masks (labels * inside + id * shell):
+    masked_fill_ with an irregular mask costs ~14 ms at 128^3, a uint8 product ~0.2 ms.
+    """
+    inside = torch.lt(f, 0).view(torch.uint8)            # bool bytes are 0/1
+    labels.mul_(inside)
     if fg.envelope:
-        shell = f < float(fg.envelope_thickness)
-        shell.logical_and_(outside)
-        labels.masked_fill_(shell, envelope_id)
+        shell = torch.lt(f, float(fg.envelope_thickness)).view(torch.uint8).sub_(inside)   # inside is a subset
+        labels.add_(shell, alpha=envelope_id)
     return labels
 
 

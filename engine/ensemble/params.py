@@ -13,7 +13,7 @@ per axis, plus the reference's +-`translation` jitter. With the default (0.1, 0.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -73,8 +73,7 @@ class EnsembleParams:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict (lists, floats, ints, bools) that `from_json` reads back exactly."""
-        d = asdict(self)
-        return _listify(d)
+        return _plain(self)   # = _listify(asdict(self)), without asdict's deep copies (~5x faster)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "EnsembleParams":
@@ -116,6 +115,17 @@ class EnsembleParams:
 
 def _tup(v: Sequence[Any], kind: type) -> tuple:
     return tuple(kind(x) for x in v)
+
+
+def _plain(v: Any) -> Any:
+    """Dataclasses -> dicts (field order), tuples/lists -> lists, numpy scalars -> Python."""
+    if is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _plain(getattr(v, f.name)) for f in fields(v)}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return _listify(v)
 
 
 def _listify(v: Any) -> Any:
@@ -219,14 +229,14 @@ def shape_matrix(s: ShapeParams, size: int) -> np.ndarray:
     template frame, then rotate.
     """
     rad = np.deg2rad(np.asarray(s.angles_deg, dtype=np.float64))
-    mats = []
-    for axis, a in enumerate(rad):
-        c, sn = math.cos(a), math.sin(a)
-        i, j = [k for k in range(3) if k != axis]
-        r = np.eye(3)
-        r[i, i], r[i, j], r[j, i], r[j, j] = c, -sn, sn, c
-        mats.append(r)
-    rot = mats[2] @ mats[1] @ mats[0]
+    a0, a1, a2 = rad.tolist()
+    c0, c1, c2 = math.cos(a0), math.cos(a1), math.cos(a2)
+    s0, s1, s2 = math.sin(a0), math.sin(a1), math.sin(a2)
+    # rotations about axes 0, 1, 2 (literal matrices: the same values as filling np.eye)
+    r0 = np.array([[1.0, 0.0, 0.0], [0.0, c0, -s0], [0.0, s0, c0]])
+    r1 = np.array([[c1, 0.0, -s1], [0.0, 1.0, 0.0], [s1, 0.0, c1]])
+    r2 = np.array([[c2, -s2, 0.0], [s2, c2, 0.0], [0.0, 0.0, 1.0]])
+    rot = r2 @ r1 @ r0
     scale = np.asarray(s.scale, dtype=np.float64) * (size / REF_SIDE)
     signs = np.where(np.asarray(s.flip), -1.0, 1.0)
     return rot @ _shear_matrix(s.shear) @ np.diag(scale * signs)

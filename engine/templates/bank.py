@@ -195,6 +195,13 @@ class TemplateBank:
         packed = np.asarray(self._data[off:off + nb])
         return np.unpackbits(packed, count=d * h * w, bitorder="little").reshape(d, h, w)
 
+    def packed(self, i: int) -> np.ndarray:
+        """Template `i`'s packed bits as stored (read-only uint8 view of the memory map: C order,
+        little bit order, zero-padded to a whole byte); `shape(i)` gives its shape."""
+        i = self._check_index(i)
+        off, nb = int(self._offset[i]), int(self._nbytes[i])
+        return np.asarray(self._data[off:off + nb])
+
     def verify(self) -> None:
         """Recompute the content hash from the data; raise BankError on mismatch."""
         h = hashlib.sha256(_HASH_PREFIX)
