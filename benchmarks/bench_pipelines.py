@@ -52,25 +52,37 @@ def _throughput(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], Pa
     from synthvox.pipelines.runner import local_cluster, synth_shards
 
     cfg = EngineConfig(size=args.size)
-    ranges = [(a, min(a + args.task_size, args.samples)) for a in range(0, args.samples, args.task_size)]
+    fmts = ("wds", "wds,zarr")  # the default format, then both
+    stores = {f: tmp / f"store-{f.replace(',', '-')}" for f in fmts}
     with local_cluster(args.workers) as cluster, Client(cluster) as client:
-        # warm-up: imports and the template bank on every worker
+        # warm-up of both paths on every worker (imports, template bank, caches): one sample each
+        # of another seed, raw and through the task path into scratch stores
         client.gather(client.map(_raw_task, [cfg.to_dict()] * args.workers, [99] * args.workers,
                                  [0] * args.workers, [1] * args.workers, pure=False))
-        t0 = time.perf_counter()
-        cpu = sum(client.gather(client.map(_raw_task, [cfg.to_dict()] * len(ranges), [0] * len(ranges),
-                                           [a for a, _ in ranges], [b for _, b in ranges], pure=False)))
-        raw_wall = time.perf_counter() - t0
-        walls, cpus = {}, {}
-        for formats in ("wds", "wds,zarr"):  # the default format, then both
-            store = tmp / f"store-{formats.replace(',', '-')}"
+        for f in fmts:
+            synth_shards(tmp / f"warm-{f.replace(',', '-')}", args.workers, task_size=1, cfg=cfg, seed=99,
+                         formats=f, client=client, progress=False)
+        # interleaved rounds of one task per worker: raw render, then the same index ranges through
+        # the pipeline (growing each store by those tasks), so this VM's slow and fast phases
+        # (its speed drifts by 2x within minutes) hit both alike
+        cpu, raw_wall = 0.0, 0.0
+        walls = {f: 0.0 for f in fmts}
+        per_round = args.task_size * args.workers
+        for lo in range(0, args.samples, per_round):
+            hi = min(args.samples, lo + per_round)
+            rr = [(a, min(a + args.task_size, hi)) for a in range(lo, hi, args.task_size)]
             t0 = time.perf_counter()
-            synth_shards(store, args.samples, task_size=args.task_size, cfg=cfg, formats=formats, client=client, progress=False)
-            walls[formats] = time.perf_counter() - t0
-            # the same ratio in CPU time (each task's process CPU time, from the run log): robust to
-            # the other jobs on a shared machine, which make the wall-clock ratio swing
-            cpus[formats] = sum(json.loads(line)["cpu_seconds"] for p in (store / "logs").glob("run-*.jsonl")
-                                for line in p.read_text().splitlines())
+            cpu += sum(client.gather(client.map(_raw_task, [cfg.to_dict()] * len(rr), [0] * len(rr),
+                                                [a for a, _ in rr], [b for _, b in rr], pure=False)))
+            raw_wall += time.perf_counter() - t0
+            for f in fmts:
+                t0 = time.perf_counter()
+                synth_shards(stores[f], hi, task_size=args.task_size, cfg=cfg, formats=f, client=client, progress=False)
+                walls[f] += time.perf_counter() - t0
+    # the same ratio in CPU time (each task's process CPU time, from the run logs)
+    cpus = {f: sum(json.loads(line)["cpu_seconds"] for p in (stores[f] / "logs").glob("run-*.jsonl")
+                   for line in p.read_text().splitlines()) for f in fmts}
+    store = stores["wds,zarr"]
     render_cpu = cpu / args.samples
     rows = {"raw engine samples/s": args.samples / raw_wall}
     for formats, label in (("wds", "wds (default)"), ("wds,zarr", "wds+zarr")):
@@ -149,14 +161,17 @@ def _sizes(store: Path, samples: int, size: int, views: int, gz_samples: int, re
 
 
 _MEASURE = textwrap.dedent("""
-    import resource, sys, time
+    import sys, time
     t0 = time.perf_counter(); c0 = time.process_time()
     from synthvox.cli.main import main
+    def hwm():  # this process's own peak RSS: ru_maxrss would carry the parent's from fork over exec
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024
     try:
         main(sys.argv[1:], standalone_mode=False)
     finally:
-        print("MEASURE", time.perf_counter() - t0, time.process_time() - c0,
-              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)
+        print("MEASURE", time.perf_counter() - t0, time.process_time() - c0, hwm(), file=sys.stderr)
 """)
 
 

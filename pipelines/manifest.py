@@ -21,7 +21,7 @@ from .atomic import write_bytes_atomic, write_json_atomic
 from .layout import MANIFEST, RECORD_BLOCK, block_path, num_tasks, record_path, stored_arrays, task_range
 
 __all__ = [
-    "STORE_VERSION", "StoreMismatch", "software_versions", "make_manifest", "read_manifest",
+    "STORE_VERSION", "BYTE_DECIDING", "StoreMismatch", "software_versions", "make_manifest", "read_manifest",
     "check_compatible", "iter_records", "find_record", "RecordBook", "record_is_intact",
 ]
 
@@ -30,6 +30,11 @@ STORE_VERSION = 2  # layout version of pipelines stores (bump on any layout chan
 
 class StoreMismatch(ValueError):
     """An existing store was written with another task size, config, seed, format or version."""
+
+
+#: packages whose version decides a store's bytes (the engine: synthvox, torch; the encoder:
+#: numcodecs' zstd): a resume and every worker must match the store
+BYTE_DECIDING = ("synthvox", "torch", "numcodecs")
 
 
 def software_versions() -> dict[str, str]:
@@ -116,7 +121,7 @@ def check_compatible(old: dict[str, Any], new: dict[str, Any], root: Path) -> No
     for key, todo in _MUST_MATCH.items():
         if old.get(key) != new.get(key):
             problems.append(f"{key}: store has {old.get(key)!r}, this run has {new.get(key)!r} ({todo})")
-    for pkg in ("synthvox", "torch"):
+    for pkg in BYTE_DECIDING:
         a, b = old.get("versions", {}).get(pkg), new["versions"].get(pkg)
         if a != b:
             problems.append(f"{pkg} version: store was written by {a}, this is {b} (install {pkg} {a}, or use another --out)")

@@ -387,8 +387,8 @@ def _worker_probe(root: str) -> dict[str, Any]:
 
 
 def check_workers(client: Any, root: Path) -> None:
-    """Every worker can write the store and runs the client's synthvox and torch versions."""
-    from .manifest import software_versions
+    """Every worker can write the store and runs the client's versions of BYTE_DECIDING."""
+    from .manifest import BYTE_DECIDING, software_versions
 
     mine = software_versions()
     replies: dict[str, dict[str, Any]] = client.run(_worker_probe, str(root))
@@ -398,7 +398,7 @@ def check_workers(client: Any, root: Path) -> None:
     for addr, r in replies.items():
         if r["writable"] is not True:
             problems.append(f"{addr} cannot write {root}: {r['writable']} (the store must be on a shared file system)")
-        for pkg in ("synthvox", "torch"):
+        for pkg in BYTE_DECIDING:
             if r["versions"].get(pkg) != mine.get(pkg):
                 problems.append(f"{addr} runs {pkg} {r['versions'].get(pkg)}, the client {mine.get(pkg)}")
     if problems:
