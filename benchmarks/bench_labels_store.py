@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     if gpu is not None:
         body.append("### Painting on the GPU from a labels store\n\n" + fmt_table([gpu]))
-    notes = ["shared 2-core machine with another process training a model in the background: wall times are "
+    notes = ["shared 2-core VM whose speed drifts and where other jobs may run: wall times are "
              "pessimistic, CPU-s figures are this process's CPU time (still inflated by contention)",
              "views per CPU-second of a labels store = CPU views painted per second per core"]
     if gpu is None:
