@@ -35,12 +35,13 @@ _DECODER = Zstd(checksum=True)
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def delta_planes(a: np.ndarray, axis: int = -3) -> np.ndarray:
-    """A new array: plane 0 of `axis` as is, every later plane minus its predecessor (wrapping)."""
+def delta_planes(a: np.ndarray, axis: int = -3, out: np.ndarray | None = None) -> np.ndarray:
+    """Plane 0 of `axis` as is, every later plane minus its predecessor (wrapping); into `out`
+    (same shape, uint8, not overlapping `a`) or a new array."""
     a = np.ascontiguousarray(a)
     if a.dtype != np.uint8:
         raise TypeError(f"plane delta is defined for uint8 arrays, got {a.dtype}")
-    r = np.empty_like(a)
+    r = np.empty_like(a) if out is None else out
     src, dst = np.moveaxis(a, axis, 0), np.moveaxis(r, axis, 0)
     dst[0] = src[0]
     np.subtract(src[1:], src[:-1], out=dst[1:])
@@ -70,15 +71,30 @@ def _content_size(data: bytes | memoryview) -> int | None:
     return size + 256 if nbytes == 2 else size
 
 
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    """The `.npy` 1.0 header np.save writes for a C-ordered array (deterministic bytes)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                               "fortran_order": False, "shape": tuple(shape)})
+    return buf.getvalue()
+
+
 def encode_array(a: np.ndarray, kind: str = "views") -> bytes:
     """`.npy` bytes (format 1.0, deterministic header) of `a` (plane-delta filtered for views),
-    compressed with zstd (with a checksum) at LEVELS[kind]."""
+    compressed with zstd (with a checksum) at LEVELS[kind].
+
+    The `.npy` image is built in one buffer (the delta written straight into it): no copies of
+    the payload besides the compressor's output."""
     a = np.ascontiguousarray(a)
+    head = _npy_header(a.shape, a.dtype)
+    raw = np.empty(len(head) + a.nbytes, np.uint8)
+    raw[:len(head)] = np.frombuffer(head, np.uint8)
+    body = raw[len(head):].view(a.dtype).reshape(a.shape)
     if kind in DELTA_KINDS:
-        a = delta_planes(a)
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, a, allow_pickle=False)
-    return bytes(_ZSTD[kind].encode(buf.getvalue()))
+        delta_planes(a, out=body)
+    else:
+        body[...] = a
+    return _ZSTD[kind].encode(raw)
 
 
 def decode_array(data: bytes, kind: str = "views") -> np.ndarray:
