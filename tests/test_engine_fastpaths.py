@@ -28,6 +28,7 @@ from synthvox.engine.ensemble.place import _OccupancyCache, _padded_template, pl
 from synthvox.engine.ensemble.smooth import _sparse_nonzero, majority3, majority3_reference
 from synthvox.engine.render import quantise_into
 from synthvox.engine.schema import quantise
+from test_ensemble import _naive_place
 from synthvox.engine.seeds import numpy_rng, torch_generator
 
 CPU = torch.device("cpu")
@@ -227,19 +228,8 @@ def test_solid_blocks_are_found_and_placement_is_unchanged_by_them_and_by_the_ca
         assert torch.equal(a, b)
         assert torch.equal(place_shapes(p, bank, CPU), a)
         # solid painting equals plain nearest-neighbour resampling
-        n = size
-        gridp = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3).astype(np.float64)
-        ref = np.zeros(n ** 3, dtype=np.int64)
-        for k, s in enumerate(p.shapes):
-            m = bank.get(s.template)
-            d = np.array(m.shape)
-            u = (gridp - np.array(s.centre)) @ np.linalg.inv(shape_matrix(s, n)).T + (d - 1) / 2
-            iu = np.floor(u + 0.5).astype(np.int64)
-            ok = np.all((iu >= 0) & (iu < d), 1)
-            hit = np.zeros(n ** 3, dtype=bool)
-            hit[ok] = m[iu[ok, 0], iu[ok, 1], iu[ok, 2]] != 0
-            ref[hit] = k + 1
-        assert (a.long().view(-1) == torch.from_numpy(ref)).float().mean() > 0.999
+        ref = _naive_place(p, bank)
+        assert (a.long().view(-1) == ref.view(-1)).float().mean() > 0.999
 
 
 def test_occupancy_cache_is_bounded_and_keyed_by_content():
