@@ -28,7 +28,7 @@ from synthvox.engine.ensemble.place import _OccupancyCache, _padded_template, pl
 from synthvox.engine.ensemble.smooth import _sparse_nonzero, majority3, majority3_reference
 from synthvox.engine.render import quantise_into
 from synthvox.engine.schema import quantise
-from test_ensemble import _naive_place
+from test_ensemble import StandInBank, _naive_place
 from synthvox.engine.seeds import numpy_rng, torch_generator
 
 CPU = torch.device("cpu")
@@ -38,8 +38,8 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-class Bank:
-    """In-memory blobs; `content_hash` set so the occupancy cache engages."""
+class Bank(StandInBank):
+    """Smaller in-memory blobs than test_ensemble's; `content_hash` set so the occupancy cache engages."""
 
     def __init__(self, n: int = 12, seed: int = 0, content_hash: str | None = "") -> None:
         rng = np.random.default_rng(seed)
@@ -52,15 +52,6 @@ class Bank:
             self.masks.append((r < 0.9).astype(np.uint8))
         if content_hash is not None:   # the occupancy cache trusts it: unique per content
             self.content_hash = content_hash or f"test-fastpaths-{n}-{seed}"
-
-    def __len__(self) -> int:
-        return len(self.masks)
-
-    def get(self, i: int) -> np.ndarray:
-        return self.masks[i]
-
-    def shape(self, i: int) -> tuple[int, int, int]:
-        return tuple(self.masks[i].shape)  # type: ignore[return-value]
 
 
 # -- appearance ------------------------------------------------------------------------------------
