@@ -1,13 +1,13 @@
 """Maps the top-level folders onto the `synthvox.*` namespace.
 
-The folders stay at the top level (engine/, pipelines/, ...) but install as
-`synthvox.engine`, `synthvox.pipelines`, ... so that an installed synthvox never puts
+The folders stay at the top level (core/, engine/, pipelines/, ...) but install as
+`synthvox.core`, `synthvox.engine`, `synthvox.pipelines`, ... so that an installed synthvox never puts
 packages called `engine` or `train` into a user's site-packages. Everything else is in
 pyproject.toml.
 """
 from setuptools import find_packages, setup
 
-PARTS = ("engine", "pipelines", "train", "downstream", "cli")
+PARTS = ("core", "engine", "pipelines", "train", "downstream", "cli")
 
 packages: list[str] = []
 package_dir: dict[str, str] = {}

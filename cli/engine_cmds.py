@@ -35,7 +35,7 @@ def _options(f):
 
 
 def _run(fn):
-    from synthvox.engine.configbase import ConfigError
+    from synthvox.core.configbase import ConfigError
     from synthvox.engine.schema import SchemaError
 
     try:

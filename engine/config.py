@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .appearance.config import AppearanceConfig
-from .configbase import ConfigError, from_dict, read_config_file, replace, require, stable_hash, to_dict
+from synthvox.core.configbase import ConfigError, from_dict, read_config_file, replace, require, stable_hash, to_dict
 from .ensemble.config import EnsembleConfig
 
 __all__ = ["EngineConfig", "AppearanceConfig", "EnsembleConfig", "load_engine_config", "engine_config_hash", "ConfigError"]

@@ -13,18 +13,17 @@ STORE/logs/                              run logs (hosts, times) and client.lock
                                          lock.py): not part of the reproducible store
 ```
 Temporaries live beside their final name (same file system, so `os.replace` is atomic) and
-carry a private random suffix, so two attempts of one task never write the same file.
+carry a private random suffix (`synthvox.core.atomic.tmp_name`), so two attempts of one task
+never write the same file.
 """
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 __all__ = [
     "MANIFEST", "RECORD_BLOCK", "DEFAULT_TASK_SIZE", "ZARR_SHARD", "ARRAYS", "CONTENTS", "stored_arrays",
     "record_path", "block_path", "wds_path", "zarr_shard_key", "zarr_meta_path",
-    "tmp_name", "zarr_shard_samples", "task_range", "num_tasks", "REPRODUCIBLE_EXCLUDE",
+    "zarr_shard_samples", "task_range", "num_tasks", "REPRODUCIBLE_EXCLUDE",
 ]
 
 MANIFEST = "manifest.json"
@@ -66,12 +65,6 @@ def zarr_shard_key(array: str, shard: int) -> str:
     """The store-relative path of Zarr shard `shard` of `array` (default chunk key encoding, '/')."""
     ndim = 4 if array == "labels" else 5
     return "/".join(["zarr", array, "c", str(shard)] + ["0"] * (ndim - 1))
-
-
-def tmp_name(final: Path) -> Path:
-    """A private temporary beside `final` (hidden, unique per attempt)."""
-    final = Path(final)
-    return final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
 
 
 def zarr_shard_samples(task_size: int) -> int:

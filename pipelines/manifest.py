@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .atomic import write_bytes_atomic, write_json_atomic
+from synthvox.core.atomic import sha256_file, write_bytes, write_json
 from .layout import MANIFEST, RECORD_BLOCK, block_path, num_tasks, record_path, stored_arrays, task_range
 
 __all__ = [
@@ -165,7 +165,6 @@ def find_record(root: Path, task: int) -> dict[str, Any] | None:
 
 def record_is_intact(root: Path, rec: dict[str, Any], manifest: dict[str, Any], check_hash: bool = False) -> bool:
     """The record matches the task's current range and formats and its files have their sizes (and hashes)."""
-    from .atomic import sha256_file
 
     task = rec["task"]
     if list(task_range(task, manifest["samples"], manifest["task_size"])) != list(rec["range"]):
@@ -234,7 +233,7 @@ class RecordBook:
     def _write_block(self, b: int) -> None:
         recs = self._pending.pop(b)
         lines = [json.dumps(recs[t], sort_keys=True, separators=(",", ":")) for t in sorted(recs)]
-        write_bytes_atomic(block_path(self.root, b), ("\n".join(lines) + "\n").encode())
+        write_bytes(block_path(self.root, b), ("\n".join(lines) + "\n").encode())
         self._blocks_written.add(b)
         for t in recs:  # the block now holds them; loose files go (a missing one is fine)
             try:
@@ -263,4 +262,4 @@ class RecordBook:
         self.manifest["tasks_done"] = self.tasks_done
         self.manifest["complete"] = self.tasks_done == self.tasks
         self.manifest["bytes"] = dict(self.bytes)
-        write_json_atomic(self.root / MANIFEST, self.manifest)
+        write_json(self.root / MANIFEST, self.manifest)

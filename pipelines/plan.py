@@ -38,7 +38,7 @@ def _calibrate(cfg: Any, seed: int, content: str = "full") -> dict[str, float]:
     Above 64^3 the CPU time is scaled by (size / 64) ** CPU_EXPONENT and the bytes by voxel
     count; both are estimates (samples vary +-50% in cost, and a loaded machine inflates CPU time).
     """
-    from synthvox.engine.configbase import replace
+    from synthvox.core.configbase import replace
     from synthvox.engine.templates import resolve_bank
 
     from . import task

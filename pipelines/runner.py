@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .atomic import StoreIOError, write_bytes_atomic
+from synthvox.core.atomic import WriteError, write_bytes
 from .faults import ENV as FAULTS_ENV
 from .faults import parse_faults
 from .lock import store_lock
@@ -56,10 +56,10 @@ def parse_formats(formats: str | tuple[str, ...] | list[str]) -> tuple[str, ...]
 def _probe_writable(root: Path) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(root / ".synthvox-write-probe", b"ok")
+        write_bytes(root / ".synthvox-write-probe", b"ok")
         os.unlink(root / ".synthvox-write-probe")
     except OSError as e:
-        raise StoreIOError(e.errno or 0, f"store {root} is not writable ({e.strerror or e}); choose a writable --out") from None
+        raise WriteError(e.errno or 0, f"store {root} is not writable ({e.strerror or e}); choose a writable --out") from None
 
 
 def cleanup_temporaries(root: Path) -> int:
@@ -225,7 +225,7 @@ class _Run:
 
     def on_error(self, task: int, attempt: int, exc: BaseException, lost: bool) -> int | None:
         """Decide what follows a failed attempt: the next attempt number, or None (given up)."""
-        if isinstance(exc, (FatalTaskError, StoreIOError)):
+        if isinstance(exc, (FatalTaskError, WriteError)):
             self.fatal = self.fatal or f"task {task} stopped the run: {exc}"
             return None
         if lost:

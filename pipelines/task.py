@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .atomic import FATAL_ERRNOS, atomic_open, sha256_file, write_json_atomic
+from synthvox.core.atomic import FATAL_ERRNOS, atomic_open, sha256_file, write_json
 from .faults import inject
 from .labels import labels_only, render_labels_numpy, views_from_meta
 from .layout import record_path, stored_arrays, wds_path
@@ -155,7 +155,7 @@ def run_task(spec: dict[str, Any], renderer: Callable[..., dict[str, Any]] | Non
     record = {"task": task, "range": [int(spec["start"]), int(spec["stop"])], "files": files,
               "formats": sorted(formats), "device_type": dev_type}
     try:
-        write_json_atomic(record_path(root, task), record)
+        write_json(record_path(root, task), record)
     except OSError as e:
         raise (FatalTaskError(str(e)) if e.errno in FATAL_ERRNOS else e) from e
     record["log"] = {"host": socket.gethostname(), "pid": os.getpid(), "attempt": attempt,

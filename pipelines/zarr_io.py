@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .atomic import StoreIOError, explain_oserror, write_bytes_atomic
+from synthvox.core.atomic import WriteError, explain_oserror, write_bytes
 from .labels import views_from_meta
 from .layout import MANIFEST, stored_arrays, zarr_meta_path, zarr_shard_key
 
@@ -102,7 +102,7 @@ def write_zarr_shard(root: Path, array: str, shard: int, zarr_shard: int, data: 
         os.replace(produced, final)
         return rel
     except OSError as e:
-        if isinstance(e, StoreIOError):
+        if isinstance(e, WriteError):
             raise
         raise explain_oserror(e, root / zarr_shard_key(array, shard)) from e
     finally:
@@ -113,7 +113,7 @@ def write_zarr_meta(root: Path, task: int, samples: list[tuple[int, dict[str, An
     """The metas of one task's samples as sorted JSON lines, atomically."""
     lines = [json.dumps({"index": i, "meta": m}, sort_keys=True, separators=(",", ":")) for i, m in samples]
     path = zarr_meta_path(root, task)
-    write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
+    write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path
 
 

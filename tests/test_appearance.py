@@ -21,7 +21,7 @@ from synthvox.engine.appearance.noise import apply_noise
 from synthvox.engine.appearance.sharpen import apply_sharpen
 from synthvox.engine.appearance.spikes import apply_spikes, sample_spikes
 from synthvox.engine.appearance.texture import apply_texture
-from synthvox.engine.configbase import ConfigError
+from synthvox.core.configbase import ConfigError
 from synthvox.engine.config import EngineConfig
 
 ALWAYS = AppearanceConfig(bias_p=1, spikes_p=1, gamma_p=1, blur_p=1, gibbs_p=1, sharpen_p=1, lowres_p=1, noise_p=1)

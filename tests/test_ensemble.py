@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from synthvox.engine.configbase import ConfigError
+from synthvox.core.configbase import ConfigError
 from synthvox.engine.ensemble import EnsembleConfig, EnsembleParams, apply_ensemble, majority3, sample_ensemble
 from synthvox.engine.ensemble.mask import warped_radius
 from synthvox.engine.ensemble.place import place_shapes

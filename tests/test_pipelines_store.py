@@ -16,7 +16,7 @@ import pytest
 import synthvox.pipelines.task as task_mod
 from synthvox.engine.config import EngineConfig
 from synthvox.pipelines import ZarrReader, info, iter_wds_shard, open_store, synth_shards, verify
-from synthvox.pipelines.atomic import StoreIOError
+from synthvox.core.atomic import WriteError
 from synthvox.pipelines.manifest import StoreMismatch
 from synthvox.pipelines.runner import PipelineError
 from test_pipelines_common import engine_works, fake_render, file_stats, run_synth, tree_digest
@@ -196,7 +196,7 @@ def test_store_path_not_writable(tmp_path, fake):
         ro.mkdir()
         ro.chmod(0o555)
         try:
-            with pytest.raises(StoreIOError, match="not writable"):
+            with pytest.raises(WriteError, match="not writable"):
                 synth_shards(ro / "store", 4, task_size=2, cfg=CFG, workers=0, progress=False)
         finally:
             ro.chmod(0o755)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from synthvox.engine.configbase import require
+from synthvox.core.configbase import require
 
 __all__ = ["AugmentConfig", "validate_crop", "random_crop", "augment_batch", "to_float_views", "minmax"]
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from synthvox.engine.configbase import ConfigError, from_dict, read_config_file, replace, require, to_dict
+from synthvox.core.configbase import ConfigError, from_dict, read_config_file, replace, require, to_dict
 
 from .augment import AugmentConfig
 

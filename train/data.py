@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from synthvox.engine.configbase import stable_hash
+from synthvox.core.configbase import stable_hash
 from synthvox.engine.seeds import numpy_rng
 
 __all__ = ["StoreSource", "UnitStream", "make_loader", "collate", "positions_from_state", "manifest_hash", "DataError",

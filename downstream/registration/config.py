@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from synthvox.engine.configbase import require
+from synthvox.core.configbase import require
 
 __all__ = ["RegistrationConfig", "FEATURE_KINDS"]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..configbase import require, require_range
+from synthvox.core.configbase import require, require_range
 
 __all__ = ["AppearanceConfig"]
 

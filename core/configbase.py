@@ -15,6 +15,10 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
+from .errors import SynthvoxError
+
 __all__ = [
     "ConfigError",
     "SECTIONS",
@@ -32,7 +36,7 @@ SECTIONS = ("engine", "train", "eval")
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(SynthvoxError, ValueError):
     """A config key or value is wrong; the message names it and says what is allowed."""
 
 
@@ -162,7 +166,6 @@ def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
     """Read a YAML config into {section: dict}; unknown sections and non-mappings are errors."""
     if path is None:
         return {s: {} for s in SECTIONS}
-    import yaml
 
     p = Path(path)
     if not p.is_file():
