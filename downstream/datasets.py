@@ -15,17 +15,16 @@ integer labels (no region-based label lists) are supported.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from synthvox.core import atomic
+
 __all__ = [
     "DatasetError",
-    "umask_mode",
     "Case",
     "NnunetDataset",
     "read_nnunet_dataset",
@@ -35,13 +34,6 @@ __all__ = [
 ]
 
 _SUFFIX = "_0000"
-
-
-def umask_mode(path: str | Path) -> None:
-    """Give a mkstemp file (0600) the mode a plain open() would have given it."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 class DatasetError(ValueError):
@@ -229,18 +221,7 @@ def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path
     """Write a NIfTI file atomically (temporary name in the same folder, then rename)."""
     import nibabel as nib
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".nii.gz", dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64)), tmp)
-        umask_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic.write_nifti(path, nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64)))
 
 
 def write_nnunet_dataset(
@@ -276,9 +257,5 @@ def write_nnunet_dataset(
         "numTraining": len(train),
         "file_ending": ".nii.gz",
     }
-    fd, tmp = tempfile.mkstemp(prefix=".dataset.json.", dir=root)
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f, indent=1)
-    umask_mode(tmp)
-    os.replace(tmp, root / "dataset.json")
+    atomic.write_json(root / "dataset.json", meta, sort_keys=False, newline=False)
     return read_nnunet_dataset(root)

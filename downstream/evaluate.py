@@ -24,13 +24,14 @@ fewshot/, report/.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+from synthvox.core.atomic import write_json
 
 from .datasets import write_nifti, write_nnunet_dataset
 from .results import read_records, write_record
@@ -339,7 +340,8 @@ def run_eval(ckpt: str, out: str | Path, *, quick: bool = False, device: str | N
                  "the subject-pair registration uses Colin27's brain-extracted T1 for the same reason")
     notes.append("registration: ConvexAdam-style (net+mind with the checkpoint, net+mind with a random network, MIND alone); "
                  "hyper-parameters tuned without masks, no masks used")
-    (out / "eval.json").write_text(json.dumps({"ckpt": str(ckpt), "quick": quick, "device": dev, "notes": notes}, indent=1))
+    write_json(out / "eval.json", {"ckpt": str(ckpt), "quick": quick, "device": dev, "notes": notes},
+               sort_keys=False, newline=False)
     # read back from disk so every report row cites its record file (records of other
     # checkpoints evaluated into the same folder join them, side by side)
     records = read_records([p for p in (out / "registration", out / "fewshot") if p.exists()])

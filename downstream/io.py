@@ -8,14 +8,14 @@ ANTs expect, or `RAS`) named in the header description.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+
+from synthvox.core.atomic import write_figure, write_nifti
 
 __all__ = ["Volume", "load_nifti", "load_labels", "save_nifti", "save_displacement", "load_displacement", "save_figure",
            "DISP_DESCRIPTION"]
@@ -91,16 +91,7 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | Path, descripti
         img.header["descrip"] = description.encode()[:79]
     if intent:
         img.header.set_intent(intent)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_nifti(path, img)
 
 
 def save_displacement(disp_ras: np.ndarray, affine: np.ndarray, path: str | Path, frame: str = "LPS") -> Path:
@@ -134,21 +125,4 @@ def load_displacement(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 80, **savefig_kwargs: Any) -> Path:
     """Save a matplotlib figure as PNG atomically (private temporary, then rename) and close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, **savefig_kwargs)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
-    return path
+    return write_figure(path, fig, format="png", dpi=dpi, **savefig_kwargs)

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+from synthvox.core.atomic import write_json
 
 __all__ = ["RESULT_SCHEMA", "make_record", "write_record", "read_records", "RecordError"]
 
@@ -84,20 +84,7 @@ def make_record(
 
 def write_record(record: dict[str, Any], path: str | Path) -> Path:
     """Write `record` as JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_clean(record), f, indent=1, sort_keys=True)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; records are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json(path, _clean(record), newline=False)
 
 
 def read_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:

@@ -7,12 +7,12 @@ the three mid-slices, axial (k = W/2, the (i, j) plane), coronal (j = H/2) and s
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from synthvox.core.atomic import atomic_open, write_figure
 
 from .config import EngineConfig
 from .render import render_sample, sample_to_numpy
@@ -20,27 +20,13 @@ from .render import render_sample, sample_to_numpy
 __all__ = ["write_npz", "render_npz", "write_montage", "write_previews", "label_colours"]
 
 
-def _atomic_target(out: Path) -> tuple[int, str]:
-    """A new private temporary beside `out` (same filesystem, so os.replace is atomic); mode
-    0666 minus the umask, like a plainly created file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
-    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
-
-
 def write_npz(sample: dict[str, Any], out: str | Path) -> Path:
     """Write a (numpy or torch) sample to `out` (.npz: labels, views, index, meta as a JSON string), atomically."""
     out = Path(out)
     s = sample_to_numpy(sample)
-    fd, tmp = _atomic_target(out)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, labels=s["labels"], views=s["views"], index=np.int64(s["index"]),
-                                meta=np.array(json.dumps(s["meta"], sort_keys=True)))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(out, "wb") as f:
+        np.savez_compressed(f, labels=s["labels"], views=s["views"], index=np.int64(s["index"]),
+                            meta=np.array(json.dumps(s["meta"], sort_keys=True)))
     return out
 
 
@@ -92,17 +78,7 @@ def write_montage(labels: np.ndarray, views: np.ndarray, out: str | Path, title:
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fd, tmp = _atomic_target(out)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
-    return out
+    return write_figure(out, fig, format="png", dpi=100)
 
 
 def write_previews(cfg: EngineConfig, seed: int, n: int, out_dir: str | Path, bank: Any = None, device: str = "cpu",

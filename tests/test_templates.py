@@ -38,7 +38,8 @@ def _tight(m: np.ndarray) -> np.ndarray:
 
 
 def _leftovers(parent: Path, name: str) -> list[str]:
-    return [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.tmp")]
+    """Private temporaries of `name` (core.atomic.tmp_name: `.NAME.PID-RANDOM.tmp`)."""
+    return [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.") and p.name.endswith(".tmp")]
 
 
 # --- the bank format --------------------------------------------------------------------------

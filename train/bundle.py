@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
+from synthvox.core.atomic import atomic_dir
 
 from .checkpoint import BUNDLED_DIR, file_sha256, load_record, resolve_checkpoint
+from .plot import plot_log
 
 __all__ = ["export_bundle"]
 
@@ -58,32 +57,21 @@ def export_bundle(spec: str | Path, out: str | Path = BUNDLED_DIR, comparison: s
         raise ValueError("bundle a trained checkpoint, not 'random'")
     rec = load_record(src)
     out = Path(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    weights = load_file(str(src / "model.safetensors"))
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in weights.items()}
-    save_file(half, str(tmp / "model.safetensors"))
-    rec = dict(rec)
-    rec["name"] = f"bundled-{src.name}"
-    rec["n_params"] = int(sum(v.numel() for k, v in weights.items() if "running" not in k and v.is_floating_point()))
-    rec["weights_dtype"] = "float16"
-    rec["sha256"] = file_sha256(tmp / "model.safetensors")
-    rec.pop("path", None)
-    (tmp / "record.json").write_text(json.dumps(rec, indent=1, sort_keys=True))
-    run = Path(run_dir) if run_dir else src.parent.parent
-    if (run / "log.jsonl").is_file():
-        from .plot import plot_log
-
-        plot_log(run, tmp / "loss.png")
-    (tmp / "CARD.md").write_text(_card(rec, rec.get("train_config") or {}, comparison))
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
+    with atomic_dir(out, overwrite=True) as tmp:
+        weights = load_file(str(src / "model.safetensors"))
+        half = {k: (v.half() if v.is_floating_point() else v) for k, v in weights.items()}
+        save_file(half, str(tmp / "model.safetensors"))
+        rec = dict(rec)
+        rec["name"] = f"bundled-{src.name}"
+        rec["n_params"] = int(sum(v.numel() for k, v in weights.items() if "running" not in k and v.is_floating_point()))
+        rec["weights_dtype"] = "float16"
+        rec["sha256"] = file_sha256(tmp / "model.safetensors")
+        rec.pop("path", None)
+        (tmp / "record.json").write_text(json.dumps(rec, indent=1, sort_keys=True))
+        run = Path(run_dir) if run_dir else src.parent.parent
+        if (run / "log.jsonl").is_file():
+            plot_log(run, tmp / "loss.png")
+        (tmp / "CARD.md").write_text(_card(rec, rec.get("train_config") or {}, comparison))
     return out
 
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from synthvox.core.atomic import atomic_dir, write_json, write_text
 
 from .model import DEFAULT_CONFIG, build_model
 
@@ -64,12 +65,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def step_name(step: int) -> str:
     return f"step-{int(step):06d}"
 
@@ -102,39 +97,27 @@ def save_checkpoint(
 
     inner = _unwrap(model)
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     name = step_name(step)
     final = root / name
-    tmp = root / f".tmp-{name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    weights = {k: v.detach().to("cpu").contiguous() for k, v in inner.state_dict().items()}
-    save_file(weights, str(tmp / "model.safetensors"))
-    torch.save(state, tmp / "state.pt")
-    rec = {
-        "schema_version": CHECKPOINT_SCHEMA_VERSION,
-        "name": name,
-        "step": int(step),
-        "model": dict(inner.config),
-        "normalisation": dict(DEFAULT_NORMALISATION),
-        "engine_config_hash": None,
-        "store_manifest_hash": None,
-        "torch": torch.__version__.split("+")[0],
-    }
-    rec.update(record or {})
-    rec["sha256"] = file_sha256(tmp / "model.safetensors")
-    _write_json(tmp / "record.json", rec)
-    if final.exists():  # the same step saved again (e.g. a resumed run stopped at once)
-        old = root / f".old-{name}-{os.getpid()}"
-        os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
-    latest_tmp = root / f".latest.tmp-{os.getpid()}"
-    latest_tmp.write_text(name + "\n")
-    os.replace(latest_tmp, root / "latest")
+    # overwrite: the same step saved again (e.g. a resumed run stopped at once) replaces it
+    with atomic_dir(final, overwrite=True) as tmp:
+        weights = {k: v.detach().to("cpu").contiguous() for k, v in inner.state_dict().items()}
+        save_file(weights, str(tmp / "model.safetensors"))
+        torch.save(state, tmp / "state.pt")
+        rec = {
+            "schema_version": CHECKPOINT_SCHEMA_VERSION,
+            "name": name,
+            "step": int(step),
+            "model": dict(inner.config),
+            "normalisation": dict(DEFAULT_NORMALISATION),
+            "engine_config_hash": None,
+            "store_manifest_hash": None,
+            "torch": torch.__version__.split("+")[0],
+        }
+        rec.update(record or {})
+        rec["sha256"] = file_sha256(tmp / "model.safetensors")
+        write_json(tmp / "record.json", rec, indent=2)
+    write_text(root / "latest", name + "\n")
     if keep > 0:
         for old in list_checkpoints(run_dir)[:-keep]:
             if old.name != name:

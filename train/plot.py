@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from synthvox.core.atomic import write_figure
 
 __all__ = ["read_log", "plot_log"]
 
@@ -57,8 +58,4 @@ def plot_log(run: str | Path, out: str | Path | None = None, smooth: int = 10) -
     ax2.set_title("per tap (running mean)")
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return write_figure(out, fig, format="png", dpi=100)

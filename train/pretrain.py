@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from synthvox.core.atomic import write_json, write_text
 from synthvox.engine.schema import SCHEMA_VERSION
 from synthvox.engine.seeds import torch_generator
 from synthvox.train.augment import augment_batch, minmax, random_crop, to_float_views, validate_crop
@@ -213,8 +214,8 @@ def pretrain(
 
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps({"train": cfg.to_dict(), "store": str(store) if store else None,
-                                                     "world_size": world, "device": str(dev)}, indent=2) + "\n")
+        write_json(out / "config.json", {"train": cfg.to_dict(), "store": str(store) if store else None,
+                                         "world_size": world, "device": str(dev)}, indent=2, sort_keys=False)
         logf = _open_log(out / "log.jsonl", start)
         tb = _tensorboard(out) if cfg.tensorboard else None
     val_items = source.val_samples() if (is_main and cfg.val_samples) else []
@@ -349,9 +350,7 @@ def _open_log(path: Path, start: int) -> Any:
     """Append to log.jsonl, first dropping lines of steps >= start (written after the checkpoint we resume from)."""
     if path.exists():
         keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", -1) < start]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-        os.replace(tmp, path)
+        write_text(path, "".join(ln + "\n" for ln in keep))
     return path.open("a")
 
 

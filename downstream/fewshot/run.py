@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,7 +20,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..datasets import NnunetDataset, load_case, read_nnunet_dataset, umask_mode
+from synthvox.core.atomic import write_json
+
+from ..datasets import NnunetDataset, load_case, read_nnunet_dataset
 from ..io import save_figure
 from ..results import make_record, write_record
 from .data import Prepared, prepare_volume, to_original_grid
@@ -182,11 +183,7 @@ def run_one(
         write_record(record, out / "records" / sub / f"{case.id}.json")
         records.append(record)
     summary = {**summary, "run_seconds": time.perf_counter() - t_run, "split": split, "init": tag, "protocol": protocol.to_dict()}
-    fd, tmp = tempfile.mkstemp(prefix=".run.", dir=runs_file.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(summary, f, indent=1)
-    umask_mode(tmp)
-    os.replace(tmp, runs_file)
+    write_json(runs_file, summary, sort_keys=False, newline=False)
     return records
 
 

@@ -9,14 +9,14 @@ same seed). With no spare case the validation case is None and the last step is 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..datasets import DatasetError, umask_mode
+from synthvox.core.atomic import write_json
+
+from ..datasets import DatasetError
 
 __all__ = ["SPLITS_FILE", "draw_split", "load_or_make_splits", "split_key"]
 
@@ -73,10 +73,5 @@ def load_or_make_splits(
                 data["splits"][key] = draw_split(ids, k, s, split_seed)
                 changed = True
     if changed or not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        umask_mode(tmp)
-        os.replace(tmp, path)
+        write_json(path, data, newline=False)
     return {split_key(k, s): data["splits"][split_key(k, s)] for k in shots for s in seeds}

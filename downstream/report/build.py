@@ -13,11 +13,12 @@ import html
 import io
 import os
 import shutil
-import tempfile
 import textwrap
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
+
+from synthvox.core.atomic import write_text
 
 from .tables import Group, Row, case_rows, dict_metrics, group_records, label_rows, scalar_metrics, summary_rows
 
@@ -38,13 +39,6 @@ figure{display:inline-block;margin:6px;vertical-align:top;max-width:460px}
 figcaption{font-size:11px;color:#444} img{max-width:100%}
 .meta{color:#555;font-size:13px}
 """
-
-
-def _umask_mode(path: str) -> None:
-    """mkstemp files are 0600; give the final file the mode a plain open() would."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 class _Doc:
@@ -143,18 +137,6 @@ def _artifact_images(records: list[tuple[str, dict]]) -> list[tuple[Path, str]]:
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        _umask_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_report(records: Iterable[dict[str, Any]], out_dir: str | Path, title: str = "synthvox evaluation report",
                  notes: list[str] | None = None) -> dict[str, Path]:
     """Write `report.md`, `img/*.png` and a self-contained `report.html` under `out_dir`.
@@ -229,8 +211,8 @@ def build_report(records: Iterable[dict[str, Any]], out_dir: str | Path, title: 
                 (img_dir / name).write_bytes(data)
                 doc.image(data, p.suffix.lower(), f"img/{name}", cap)
     md_path, html_path = out / "report.md", out / "report.html"
-    _atomic_write(md_path, "\n".join(doc.md) + "\n")
+    write_text(md_path, "\n".join(doc.md) + "\n")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(doc.html) + "\n</body></html>\n")
-    _atomic_write(html_path, page)
+    write_text(html_path, page)
     return {"markdown": md_path, "html": html_path}

@@ -27,12 +27,13 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+
+from synthvox.core.atomic import commit_dir, new_tmp_dir, write_json
 
 __all__ = [
     "TemplateBank",
@@ -249,9 +250,7 @@ class BankWriter:
         self.overwrite = overwrite
         if self.out.exists() and not overwrite:
             raise BankError(f"{self.out} already exists; choose another --out, remove it, or overwrite it (--force)")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.out.parent / f".{self.out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.tmp.mkdir()
+        self.tmp = new_tmp_dir(self.out)
         self._f = open(self.tmp / "masks.bin", "wb")
         self._hash = hashlib.sha256(_HASH_PREFIX)
         self._rows: dict[str, list[Any]] = {k: [] for k in ("offset", "nbytes", "shape", "voxels", "label", "name_id", "source_id")}
@@ -315,20 +314,8 @@ class BankWriter:
                  names=np.asarray(list(self._names), dtype=np.str_), sources=np.asarray(list(self._sources), dtype=np.str_))
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "count": len(self), "data_bytes": self._offset,
                 "content_hash": self._hash.hexdigest(), "sources": self.meta_sources, "created_by": self.created_by}
-        _write_text_atomic(self.tmp / "bank.json", json.dumps(meta, indent=1) + "\n")
-        old = None
-        if self.out.exists() and self.overwrite:
-            old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(self.out, old)
-        try:
-            os.rename(self.tmp, self.out)
-        except OSError as e:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            if old is not None:
-                os.rename(old, self.out)
-            raise FileExistsError(f"{self.out} appeared while writing it ({e})") from e
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        write_json(self.tmp / "bank.json", meta, sort_keys=False)
+        commit_dir(self.tmp, self.out, overwrite=self.overwrite)
         self.committed = self.out
         return self.out
 
@@ -344,12 +331,6 @@ class BankWriter:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self.committed is None:
             self.abort()
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def open_bank(path: str | Path) -> TemplateBank:

@@ -28,13 +28,14 @@ import json
 import os
 import shutil
 import time
-import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from synthvox.core.atomic import write_bytes
 
 from .bank import BankError, BankWriter, FORMAT_VERSION, crop_to_bbox, pack_mask
 
@@ -317,10 +318,7 @@ def _run_unit(unit: _Unit, opts: dict[str, Any], result_path: str) -> tuple[int,
              label=np.asarray([t["label"] for t in out], np.int32),
              meta=np.asarray(json.dumps({"names": [t["name"] for t in out], "sources": [t["source"] for t in out],
                                          "dropped": dropped})))
-    tmp = f"{result_path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as fh:
-        fh.write(buf.getvalue())
-    os.replace(tmp, result_path)
+    write_bytes(result_path, buf.getvalue())
     return len(out), len(dropped)
 
 
