@@ -11,10 +11,6 @@ _CKPT_HELP = "Network: a checkpoint dir, a run dir (its latest), 'bundled' or 'r
 _FEATURES = click.Choice(["net", "mind", "net+mind", "intensity"])
 
 
-def _fail(e: Exception) -> None:
-    raise click.ClickException(str(e)) from None
-
-
 @click.command("features")
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
@@ -34,21 +30,18 @@ def features(image: str, out: str, ckpt: str, clip: tuple[float, float] | None, 
     from synthvox.downstream.io import load_nifti, save_nifti
     from synthvox.downstream.network import load_network
 
-    try:
-        model, rec = load_network(ckpt, device, echo=click.echo)
-        vol = load_nifti(image)
-        norm = dict(rec.get("normalisation") or {"kind": "minmax", "clip": None})
-        if clip is not None:
-            norm["clip"] = list(clip)
-        feats = extract_features(model, vol.data, norm, device, None if max_memory is None else voxels_for_memory(max_memory))
-        arr = np.ascontiguousarray(feats.numpy().transpose(1, 2, 3, 0), dtype=np.float32)
-        # NIfTI-1 has no half floats: "float16" stores 2-byte scaled integers (read back as float).
-        save_nifti(arr, vol.affine, out, f"synthvox features {rec.get('name', ckpt)}"[:79],
-                   on_disk="int16" if dtype == "float16" else None)
-        if pca_png:
-            write_pca_png(vol.data, feats, pca_png)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(e)
+    model, rec = load_network(ckpt, device, echo=click.echo)
+    vol = load_nifti(image)
+    norm = dict(rec.get("normalisation") or {"kind": "minmax", "clip": None})
+    if clip is not None:
+        norm["clip"] = list(clip)
+    feats = extract_features(model, vol.data, norm, device, None if max_memory is None else voxels_for_memory(max_memory))
+    arr = np.ascontiguousarray(feats.numpy().transpose(1, 2, 3, 0), dtype=np.float32)
+    # NIfTI-1 has no half floats: "float16" stores 2-byte scaled integers (read back as float).
+    save_nifti(arr, vol.affine, out, f"synthvox features {rec.get('name', ckpt)}"[:79],
+               on_disk="int16" if dtype == "float16" else None)
+    if pca_png:
+        write_pca_png(vol.data, feats, pca_png)
     click.echo(f"features {tuple(feats.shape)} -> {out}")
 
 
@@ -88,14 +81,11 @@ def register(fixed: str, moving: str, fixed_labels: str | None, moving_labels: s
     ITK 5D, LPS), warped.nii.gz, warped_labels.nii.gz, metrics.json and overview.png to OUT."""
     from synthvox.downstream.registration import register_files
 
-    try:
-        cfg = _config(features_kind, no_affine)
-        model, rec = _network(cfg, ckpt, device)
-        register_files(fixed, moving, out, fixed_labels=fixed_labels, moving_labels=moving_labels, fixed_mask=fixed_mask,
-                       moving_mask=moving_mask, cfg=cfg, model=model, model_record=rec, l2r=l2r, device=device,
-                       png=not no_png, echo=click.echo)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(e)
+    cfg = _config(features_kind, no_affine)
+    model, rec = _network(cfg, ckpt, device)
+    register_files(fixed, moving, out, fixed_labels=fixed_labels, moving_labels=moving_labels, fixed_mask=fixed_mask,
+                   moving_mask=moving_mask, cfg=cfg, model=model, model_record=rec, l2r=l2r, device=device,
+                   png=not no_png, echo=click.echo)
 
 
 @click.command("register-batch")
@@ -113,11 +103,8 @@ def register_batch(pairs: str, ckpt: str, features_kind: str, no_affine: bool, l
     moving image is warped onto its fixed image (moving -> fixed); pair CASE writes OUT/CASE/."""
     from synthvox.downstream.registration import register_batch as run_batch
 
-    try:
-        cfg = _config(features_kind, no_affine)
-        model, rec = _network(cfg, ckpt, device)
-        records = run_batch(pairs, out, cfg=cfg, model=model, model_record=rec, l2r=l2r, device=device,
-                            png=not no_png, echo=click.echo)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(e)
+    cfg = _config(features_kind, no_affine)
+    model, rec = _network(cfg, ckpt, device)
+    records = run_batch(pairs, out, cfg=cfg, model=model, model_record=rec, l2r=l2r, device=device,
+                        png=not no_png, echo=click.echo)
     click.echo(f"{len(records)} pairs -> {Path(out)}")

@@ -34,20 +34,6 @@ def _options(f):
     return f
 
 
-def _run(fn):
-    from synthvox.core.configbase import ConfigError
-    from synthvox.engine.schema import SchemaError
-
-    try:
-        from synthvox.engine.templates import BankError
-    except ImportError:  # pragma: no cover - templates part missing
-        BankError = OSError  # type: ignore[misc,assignment]
-    try:
-        return fn()
-    except (ConfigError, SchemaError, BankError, ValueError, OSError) as e:
-        raise click.ClickException(str(e)) from e
-
-
 @click.command("render")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Run seed.")
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Sample index within the run.")
@@ -55,15 +41,11 @@ def _run(fn):
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .npz (labels, views, index, meta).")
 def render(seed: int, index: int, size: int | None, config: Path | None, bank: str | None, device: str, out: Path) -> None:
     """Render one sample (labels and views) to an .npz file, atomically."""
+    from synthvox.engine.preview import render_npz
 
-    def go() -> None:
-        from synthvox.engine.preview import render_npz
-
-        cfg = _engine_config(config, size, bank, device)
-        path = render_npz(cfg, seed, index, out, device=device)
-        click.echo(f"wrote {path} (seed {seed}, index {index}, {cfg.size}^3, {cfg.views} views)")
-
-    _run(go)
+    cfg = _engine_config(config, size, bank, device)
+    path = render_npz(cfg, seed, index, out, device=device)
+    click.echo(f"wrote {path} (seed {seed}, index {index}, {cfg.size}^3, {cfg.views} views)")
 
 
 @click.command("preview")
@@ -73,12 +55,8 @@ def render(seed: int, index: int, size: int | None, config: Path | None, bank: s
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the PNG montages.")
 def preview(n: int, seed: int, size: int | None, config: Path | None, bank: str | None, device: str, out: Path) -> None:
     """Write PNG montages (labels in colour and every view, three mid-slices) of a few samples."""
+    from synthvox.engine.preview import write_previews
 
-    def go() -> None:
-        from synthvox.engine.preview import write_previews
-
-        cfg = _engine_config(config, size, bank, device)
-        paths = write_previews(cfg, seed, n, out, device=device)
-        click.echo(f"wrote {len(paths)} montages to {out}")
-
-    _run(go)
+    cfg = _engine_config(config, size, bank, device)
+    paths = write_previews(cfg, seed, n, out, device=device)
+    click.echo(f"wrote {len(paths)} montages to {out}")

@@ -31,17 +31,13 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
 def fewshot(ckpts: tuple[str, ...], data: str, shots: list[int], seeds: int, protocol: str, steps: int | None,
             device: str | None, out: str, overwrite: bool) -> None:
     """Few-shot segmentation: fine-tune with a 1x1x1 head on k labelled volumes, score the test volumes."""
-    from synthvox.downstream.datasets import DatasetError
     from synthvox.downstream.fewshot import run_fewshot
     from synthvox.train.checkpoint import describe
 
-    try:
-        for c in ckpts:
-            click.echo(describe(c))
-        recs = run_fewshot(data, list(ckpts), shots, seeds, out, protocol=protocol, steps=steps, device=device,
-                           overwrite=overwrite, log=click.echo)
-    except (DatasetError, ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
+    for c in ckpts:
+        click.echo(describe(c))
+    recs = run_fewshot(data, list(ckpts), shots, seeds, out, protocol=protocol, steps=steps, device=device,
+                       overwrite=overwrite, log=click.echo)
     click.echo(f"{len(recs)} records under {out}/records; splits in {out}/splits.json")
 
 
@@ -52,12 +48,9 @@ def fewshot(ckpts: tuple[str, ...], data: str, shots: list[int], seeds: int, pro
 def report(records: tuple[str, ...], out: str, title: str) -> None:
     """Markdown and self-contained HTML report from results records (files or folders)."""
     from synthvox.downstream.report import build_report
-    from synthvox.downstream.results import RecordError, read_records
+    from synthvox.downstream.results import read_records
 
-    try:
-        recs = read_records(records)
-    except RecordError as e:
-        raise click.ClickException(str(e)) from None
+    recs = read_records(records)
     paths = build_report(recs, out, title=title)
     click.echo(f"{len(recs)} records -> {paths['markdown']} and {paths['html']}")
 
@@ -70,11 +63,8 @@ def report(records: tuple[str, ...], out: str, title: str) -> None:
 def eval_cmd(ckpt: str, out: str, quick: bool, device: str | None) -> None:
     """The real-data evaluation (Colin27, MNI152, held-out synthetic tasks) of a checkpoint plus baselines."""
     from synthvox.downstream.evaluate import run_eval
-    from synthvox.train.checkpoint import CheckpointError, describe
+    from synthvox.train.checkpoint import describe
 
-    try:
-        click.echo(describe(ckpt))
-        paths = run_eval(ckpt, out, quick=quick, device=device, log=click.echo)
-    except CheckpointError as e:
-        raise click.ClickException(str(e)) from None
+    click.echo(describe(ckpt))
+    paths = run_eval(ckpt, out, quick=quick, device=device, log=click.echo)
     click.echo(f"report: {paths['html']}")

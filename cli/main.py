@@ -3,6 +3,11 @@
 Each command lives in the module of its part (`cli/engine_cmds.py`, ...) and is imported
 only when it runs, so `synthvox --help` is instant and never imports torch. Commands only
 parse arguments and call library functions that the tests also call.
+
+Errors are mapped to messages here, once (`LazyGroup.invoke`): a `SynthvoxError` (and the
+`ValueError` / `OSError` that library code raises for a bad value or file) becomes
+"Error: <message>" on stderr and exit status 1, with no traceback; `synthvox --debug CMD`
+lets it through with its traceback. Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import importlib
 
 import click
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "user_error"]
 
 #: command name -> ("module:attribute", one-line help). An explicit registry, no scanning.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -38,8 +43,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def user_error(e: BaseException) -> bool:
+    """True for an error whose message is for the user (printed without a traceback)."""
+    from synthvox.core.errors import SynthvoxError  # here, not at the top: `--help` imports nothing
+
+    return isinstance(e, (SynthvoxError, ValueError, OSError))
+
+
 class LazyGroup(click.Group):
-    """A click group whose commands are imported on first use."""
+    """A click group whose commands are imported on first use and whose errors become messages."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as e:
+            if ctx.params.get("debug") or not user_error(e):
+                raise
+            raise click.ClickException(str(e)) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -72,7 +94,8 @@ def _unavailable(name: str, why: str) -> click.Command:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="synthvox")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an error instead of its message alone.")
+def main(debug: bool) -> None:
     """synthvox: learn general-purpose 3D biomedical features from randomized synthesis."""
 
 

@@ -29,30 +29,21 @@ __all__ = ["synth_shards", "verify", "info", "convert"]
 def synth_shards(out, samples, task_size, size, formats, content, config, seed, bank, workers, scheduler, max_failures,
                  reverify, dry_run, quiet) -> None:
     """Render samples into a sharded WebDataset / Zarr v3 store; rerun the same command to resume."""
-    from synthvox.engine.config import ConfigError, load_engine_config
+    from synthvox.engine.config import load_engine_config
     from synthvox.pipelines.layout import DEFAULT_TASK_SIZE
-    from synthvox.pipelines.lock import StoreBusy
-    from synthvox.pipelines.runner import PipelineError, parse_formats, synth_shards as run
+    from synthvox.pipelines.runner import parse_formats, synth_shards as run
 
-    try:
-        cfg = load_engine_config(config, size=size, bank=bank)
-        fmts = parse_formats(formats)
-    except (ConfigError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    cfg = load_engine_config(config, size=size, bank=bank)
+    fmts = parse_formats(formats)
     if dry_run:
         from synthvox.pipelines.plan import format_plan, plan
 
         click.echo(format_plan(plan(out, samples, task_size or DEFAULT_TASK_SIZE, cfg, fmts, seed=seed, workers=workers,
                                     content=content)))
         return
-    try:
-        summary = run(out, samples, task_size=task_size, cfg=cfg, seed=seed, formats=fmts, workers=workers,
-                      scheduler=scheduler, max_failures=max_failures, reverify=reverify, progress=not quiet,
-                      content=content)
-    except (PipelineError, StoreBusy) as e:
-        raise click.ClickException(str(e)) from None
-    except (OSError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    summary = run(out, samples, task_size=task_size, cfg=cfg, seed=seed, formats=fmts, workers=workers,
+                  scheduler=scheduler, max_failures=max_failures, reverify=reverify, progress=not quiet,
+                  content=content)
     click.echo(f"done: {summary['tasks_done']}/{summary['tasks']} tasks ({summary['tasks_skipped']} already there, "
                f"{summary['tasks_rendered']} rendered) in {summary['seconds']:.1f} s, "
                f"{summary['samples_per_s']:.2f} samples/s -> {summary['store']}")
@@ -68,10 +59,7 @@ def verify(store, quick, rerender, scheduler, as_json) -> None:
     """Check a store: counts, sizes, checksums, decoding, re-rendering; exits 1 naming bad shards."""
     from synthvox.pipelines.verify import format_report, verify as run
 
-    try:
-        report = run(store, quick=quick, rerender=rerender, scheduler=scheduler)
-    except (OSError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    report = run(store, quick=quick, rerender=rerender, scheduler=scheduler)
     click.echo(json.dumps(report, indent=1) if as_json else format_report(report))
     if not report["ok"]:
         sys.exit(1)
@@ -84,10 +72,7 @@ def info(store, as_json) -> None:
     """Summarise a store: samples, tasks, bytes per sample per format, config hash, device type."""
     from synthvox.pipelines.info import format_info, info as run
 
-    try:
-        d = run(store)
-    except (OSError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    d = run(store)
     click.echo(json.dumps(d, indent=1) if as_json else format_info(d))
 
 
@@ -102,13 +87,8 @@ def info(store, as_json) -> None:
 def convert(store, content, out, workers, scheduler, quiet) -> None:
     """Copy STORE with the other content: labels -> full renders views, full -> labels drops them."""
     from synthvox.pipelines.convert import convert as run
-    from synthvox.pipelines.lock import StoreBusy
-    from synthvox.pipelines.runner import PipelineError
 
-    try:
-        summary = run(store, out, content, workers=workers, scheduler=scheduler, progress=not quiet)
-    except (PipelineError, StoreBusy, OSError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    summary = run(store, out, content, workers=workers, scheduler=scheduler, progress=not quiet)
     click.echo(f"done: {summary['tasks_done']}/{summary['tasks']} tasks ({summary['tasks_skipped']} already there, "
                f"{summary['tasks_rendered']} converted) in {summary['seconds']:.1f} s -> {summary['store']} "
                f"(content {content})")

@@ -27,12 +27,9 @@ def _workers(w: int | None) -> int:
 @click.option("--force", is_flag=True, help="Replace an existing bank at --out.")
 def procedural_cmd(count: int, seed: int, out: Path, workers: int | None, force: bool) -> None:
     """Write a deterministic bank of procedural shapes (blobs, ellipsoids, shells, tubes, vessel trees, arcs)."""
-    from synthvox.engine.templates import BankError, make_procedural_bank, open_bank
+    from synthvox.engine.templates import make_procedural_bank, open_bank
 
-    try:
-        path = make_procedural_bank(out, count, seed, workers=_workers(workers), progress=click.echo, overwrite=force)
-    except (BankError, ValueError, OSError) as e:
-        raise click.ClickException(str(e)) from e
+    path = make_procedural_bank(out, count, seed, workers=_workers(workers), progress=click.echo, overwrite=force)
     bank = open_bank(path)
     click.echo(f"wrote {len(bank)} templates to {path} (content hash {bank.content_hash})")
 
@@ -56,13 +53,10 @@ def ingest_cmd(sources: tuple[Path, ...], out: Path, spacing: float | None, inte
 
     Example: synthvox templates ingest /usr/share/mricron/templates/aal.nii.gz --out aal_bank
     """
-    from synthvox.engine.templates import BankError, IngestError, ingest
+    from synthvox.engine.templates import ingest
 
-    try:
-        s = ingest(list(sources), out, spacing=spacing, interp=interp, merge=list(merge), min_voxels=min_voxels,
-                   workers=_workers(workers), resume=not no_resume, overwrite=force, progress=click.echo)
-    except (BankError, IngestError, OSError) as e:
-        raise click.ClickException(str(e)) from e
+    s = ingest(list(sources), out, spacing=spacing, interp=interp, merge=list(merge), min_voxels=min_voxels,
+               workers=_workers(workers), resume=not no_resume, overwrite=force, progress=click.echo)
     click.echo(f"content hash {s['content_hash']}")
 
 
@@ -96,12 +90,7 @@ def bank_info(path: str | Path) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info_cmd(bank: Path, as_json: bool) -> None:
     """Summarise a bank: count, content hash, size spread, sources."""
-    from synthvox.engine.templates import BankError
-
-    try:
-        d = bank_info(bank)
-    except BankError as e:
-        raise click.ClickException(str(e)) from e
+    d = bank_info(bank)
     if as_json:
         click.echo(json.dumps(d, indent=1))
         return

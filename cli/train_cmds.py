@@ -37,17 +37,13 @@ __all__ = ["pretrain", "plot_log"]
 def pretrain(**kw) -> None:
     """Contrastive pretraining in this process. For several GPUs/processes:
     torchrun --nproc_per_node=G train/pretrain.py (same options)."""
-    from synthvox.train.data import DataError
     from synthvox.train.pretrain import config_from_args
     from synthvox.train.pretrain import pretrain as run
 
     ns = argparse.Namespace(**{("format" if k == "format_" else "compile" if k == "compile_" else k): v for k, v in kw.items()})
-    try:
-        cfg, ecfg = config_from_args(ns)
-        summary = run(ns.out, cfg, ns.store, resume=ns.resume, elastic=ns.elastic, device=ns.device, engine_cfg=ecfg,
-                      stop_after=ns.stop_after, log=click.echo)
-    except (DataError, ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
+    cfg, ecfg = config_from_args(ns)
+    summary = run(ns.out, cfg, ns.store, resume=ns.resume, elastic=ns.elastic, device=ns.device, engine_cfg=ecfg,
+                  stop_after=ns.stop_after, log=click.echo)
     click.echo(json.dumps(summary))
 
 
@@ -59,8 +55,5 @@ def plot_log(run: str, out: str | None, smooth: int) -> None:
     """Plot the loss curves of RUN (its log.jsonl) as a PNG."""
     from synthvox.train.plot import plot_log as plot
 
-    try:
-        path = plot(run, out, smooth)
-    except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
+    path = plot(run, out, smooth)
     click.echo(f"wrote {path}")

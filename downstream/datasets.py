@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from synthvox.core import atomic
+from synthvox.core.errors import SynthvoxError
 
 __all__ = [
     "DatasetError",
@@ -36,7 +37,7 @@ __all__ = [
 _SUFFIX = "_0000"
 
 
-class DatasetError(ValueError):
+class DatasetError(SynthvoxError, ValueError):
     """A dataset folder does not follow the nnU-Net v2 raw layout; the message names the file."""
 
 

@@ -5,10 +5,12 @@ from typing import Any, Callable
 
 import torch
 
+from synthvox.core.errors import SynthvoxError
+
 __all__ = ["load_network", "CheckpointLoadError"]
 
 
-class CheckpointLoadError(ValueError):
+class CheckpointLoadError(SynthvoxError, ValueError):
     """A checkpoint could not be resolved or loaded; the message names it and says what to do."""
 
 

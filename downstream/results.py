@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from synthvox.core.atomic import write_json
+from synthvox.core.errors import SynthvoxError
 
 __all__ = ["RESULT_SCHEMA", "make_record", "write_record", "read_records", "RecordError"]
 
@@ -32,7 +33,7 @@ RESULT_SCHEMA = "synthvox.result/1"
 _REQUIRED = ("schema", "task", "method", "checkpoint", "case", "protocol", "device", "labels", "metrics", "units")
 
 
-class RecordError(ValueError):
+class RecordError(SynthvoxError, ValueError):
     """A results record is malformed; the message names the file and key."""
 
 

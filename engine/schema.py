@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from synthvox.core.errors import SynthvoxError
+
 __all__ = [
     "SCHEMA_VERSION",
     "SAMPLE_KEYS",
@@ -42,7 +44,7 @@ SAMPLE_KEYS: dict[str, tuple[str, str]] = {
 }
 
 
-class SchemaError(ValueError):
+class SchemaError(SynthvoxError, ValueError):
     """A sample or store does not follow the contract."""
 
 

@@ -17,13 +17,15 @@ import errno
 import os
 from typing import Any
 
+from synthvox.core.errors import SynthvoxError
+
 __all__ = ["ENV", "parse_faults", "fault_fires", "inject", "InjectedFailure"]
 
 ENV = "SYNTHVOX_FAULTS"
 KINDS = ("die", "fail", "enospc", "kill-client")
 
 
-class InjectedFailure(RuntimeError):
+class InjectedFailure(SynthvoxError, RuntimeError):
     """The deterministic failure asked for by SYNTHVOX_FAULTS."""
 
 

@@ -22,12 +22,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from synthvox.core.errors import SynthvoxError
+
 __all__ = ["StoreBusy", "store_lock", "LOCK_NAME"]
 
 LOCK_NAME = "logs/client.lock"
 
 
-class StoreBusy(RuntimeError):
+class StoreBusy(SynthvoxError, RuntimeError):
     """Another client holds the store's lock."""
 
 

@@ -18,6 +18,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from synthvox.core.atomic import sha256_file, write_bytes, write_json
+from synthvox.core.errors import SynthvoxError
+
 from .layout import MANIFEST, RECORD_BLOCK, block_path, num_tasks, record_path, stored_arrays, task_range
 
 __all__ = [
@@ -28,7 +30,7 @@ __all__ = [
 STORE_VERSION = 2  # layout version of pipelines stores (bump on any layout change; 2: plane-delta views)
 
 
-class StoreMismatch(ValueError):
+class StoreMismatch(SynthvoxError, ValueError):
     """An existing store was written with another task size, config, seed, format or version."""
 
 

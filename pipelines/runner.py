@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from synthvox.core.atomic import WriteError, write_bytes
+from synthvox.core.errors import SynthvoxError
+
 from .faults import ENV as FAULTS_ENV
 from .faults import parse_faults
 from .lock import store_lock
@@ -36,7 +38,7 @@ CONSOLIDATE_EVERY_S = 30.0
 LOST_RETRIES = 3          # resubmissions of a task whose worker died
 
 
-class PipelineError(RuntimeError):
+class PipelineError(SynthvoxError, RuntimeError):
     """The run stopped or finished with failed tasks; `.summary` holds the run summary."""
 
     def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:

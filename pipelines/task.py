@@ -23,6 +23,8 @@ from typing import Any, Callable
 import numpy as np
 
 from synthvox.core.atomic import FATAL_ERRNOS, atomic_open, sha256_file, write_json
+from synthvox.core.errors import SynthvoxError
+
 from .faults import inject
 from .labels import labels_only, render_labels_numpy, views_from_meta
 from .layout import record_path, stored_arrays, wds_path
@@ -35,7 +37,7 @@ _BANKS: dict[Any, Any] = {}
 _ENGINES: dict[str, tuple[Any, Any, str]] = {}
 
 
-class FatalTaskError(RuntimeError):
+class FatalTaskError(SynthvoxError, RuntimeError):
     """A failure no retry can cure (full disk, read-only store, another template bank): stop the run."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from synthvox.core.atomic import sha256_file
+
 from .layout import num_tasks, stored_arrays, task_range, wds_path
 from .manifest import read_manifest, record_is_intact
 from .store import open_store

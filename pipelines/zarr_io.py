@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from synthvox.core.atomic import WriteError, explain_oserror, write_bytes
+
 from .labels import views_from_meta
 from .layout import MANIFEST, stored_arrays, zarr_meta_path, zarr_shard_key
 

@@ -67,6 +67,7 @@ def test_features_command(tmp_path):
     import nibabel as nib
 
     from synthvox.cli.downstream_cmds import features
+    from synthvox.cli.main import main
 
     A = np.diag([1.5, 1.5, 2.0, 1.0])
     A[:3, 3] = (3, 4, 5)
@@ -80,5 +81,5 @@ def test_features_command(tmp_path):
     assert np.isfinite(out.get_fdata()).all() and out.get_fdata().std() > 0
     np.testing.assert_allclose(out.affine, A)
     assert (tmp_path / "p.png").is_file()
-    bad = CliRunner().invoke(features, ["--ckpt", str(tmp_path / "nope"), str(tmp_path / "in.nii.gz"), str(tmp_path / "o.nii.gz")])
+    bad = CliRunner().invoke(main, ["features", "--ckpt", str(tmp_path / "nope"), str(tmp_path / "in.nii.gz"), str(tmp_path / "o.nii.gz")])
     assert bad.exit_code != 0 and "does not exist" in bad.output

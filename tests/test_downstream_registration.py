@@ -137,6 +137,7 @@ def test_register_command_mind_needs_no_checkpoint_and_writes_contract(tmp_path)
 
 def test_register_batch_relative_paths(tmp_path):
     from synthvox.cli.downstream_cmds import register_batch
+    from synthvox.cli.main import main
 
     img, lab, mimg, mlab = _pair(n=24, seed=2, max_disp=2.0)
     d = tmp_path / "data"
@@ -150,7 +151,7 @@ def test_register_batch_relative_paths(tmp_path):
     rec = json.loads((tmp_path / "o" / "p0" / "metrics.json").read_text())
     assert rec["case"] == "p0" and rec["extra"]["direction"] == "moving -> fixed"
     (d / "bad.json").write_text(json.dumps([{"fixed": "f.nii.gz"}]))
-    r = CliRunner().invoke(register_batch, [str(d / "bad.json"), "--features", "mind", "--out", str(tmp_path / "o2")])
+    r = CliRunner().invoke(main, ["register-batch", str(d / "bad.json"), "--features", "mind", "--out", str(tmp_path / "o2")])
     assert r.exit_code != 0 and "needs keys 'fixed' and 'moving'" in r.output
 
 

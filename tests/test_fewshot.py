@@ -189,6 +189,7 @@ def test_cli_fewshot_reference_unet(tmp_path):
     from click.testing import CliRunner
 
     from synthvox.cli.eval_cmds import fewshot
+    from synthvox.cli.main import main
 
     _dataset(tmp_path / "d", n_train=2, n_test=1, n=16)
     args = ["--ckpt", "random", "--data", str(tmp_path / "d"), "--shots", "1", "--seeds", "1", "--steps", "2",
@@ -201,7 +202,7 @@ def test_cli_fewshot_reference_unet(tmp_path):
     bad = CliRunner().invoke(fewshot, args[:6] + ["--shots", "0,x"] + args[8:])
     assert bad.exit_code != 0 and "comma-separated" in bad.output
     (tmp_path / "d" / "dataset.json").unlink()
-    res = CliRunner().invoke(fewshot, args + ["--overwrite"])
+    res = CliRunner().invoke(main, ["fewshot"] + args + ["--overwrite"])
     assert res.exit_code != 0 and "dataset.json is missing" in res.output
 
 

@@ -137,6 +137,7 @@ def test_report_empty_and_cli(tmp_path):
     from click.testing import CliRunner
 
     from synthvox.cli.eval_cmds import report
+    from synthvox.cli.main import main
 
     out = build_report([], tmp_path / "empty")
     assert "0 results records" in out["html"].read_text()
@@ -144,5 +145,5 @@ def test_report_empty_and_cli(tmp_path):
     res = CliRunner().invoke(report, [str(tmp_path / "s" / "recs"), "--out", str(tmp_path / "r")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "r" / "report.html").is_file() and "16 records" in res.output
-    res = CliRunner().invoke(report, [str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
     assert res.exit_code != 0 and "does not exist" in res.output

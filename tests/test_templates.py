@@ -314,21 +314,21 @@ def test_ingest_mricron_aal(mricron_dir, tmp_path):
 # --- CLI ---------------------------------------------------------------------------------------------
 
 def test_cli(tmp_path):
-    from synthvox.cli.templates_cmds import templates
+    from synthvox.cli.main import main
 
-    r = CliRunner().invoke(templates, ["procedural", "--count", "4", "--seed", "2", "--out", str(tmp_path / "b"), "--workers", "1"])
+    r = CliRunner().invoke(main, ["templates", "procedural", "--count", "4", "--seed", "2", "--out", str(tmp_path / "b"), "--workers", "1"])
     assert r.exit_code == 0, r.output
     assert "wrote 4 templates" in r.output
-    r = CliRunner().invoke(templates, ["info", str(tmp_path / "b"), "--json"])
+    r = CliRunner().invoke(main, ["templates", "info", str(tmp_path / "b"), "--json"])
     d = json.loads(r.output)
     assert d["count"] == 4 and d["content_hash"] == open_bank(tmp_path / "b").content_hash
-    r = CliRunner().invoke(templates, ["info", str(tmp_path / "missing")])
+    r = CliRunner().invoke(main, ["templates", "info", str(tmp_path / "missing")])
     assert r.exit_code == 1 and "missing does not exist" in r.output
     m = _save(tmp_path / "seg" / "x.nii.gz", _ball((8, 8, 8), (4, 4, 4), 2))
-    r = CliRunner().invoke(templates, ["ingest", str(m.parent), "--out", str(tmp_path / "ib"), "--merge", "x*=xs", "--workers", "1"])
+    r = CliRunner().invoke(main, ["templates", "ingest", str(m.parent), "--out", str(tmp_path / "ib"), "--merge", "x*=xs", "--workers", "1"])
     assert r.exit_code == 0, r.output
     assert open_bank(tmp_path / "ib").records[0].name == "xs"
-    r = CliRunner().invoke(templates, ["ingest", str(m.parent), "--out", str(tmp_path / "ib"), "--merge", "nonsense"])
+    r = CliRunner().invoke(main, ["templates", "ingest", str(m.parent), "--out", str(tmp_path / "ib"), "--merge", "nonsense"])
     assert r.exit_code == 1 and "already exists" in r.output
-    r = CliRunner().invoke(templates, ["ingest", str(m.parent), "--out", str(tmp_path / "ib2"), "--merge", "nonsense"])
+    r = CliRunner().invoke(main, ["templates", "ingest", str(m.parent), "--out", str(tmp_path / "ib2"), "--merge", "nonsense"])
     assert r.exit_code == 1 and "PATTERN=NAME" in r.output

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from synthvox.core.atomic import atomic_dir, write_json, write_text
+from synthvox.core.errors import SynthvoxError
 
 from .model import DEFAULT_CONFIG, build_model
 
@@ -53,7 +54,7 @@ RANDOM_SEED = 0
 _STEP_RE = re.compile(r"^step-(\d{6,})$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SynthvoxError, ValueError):
     """A checkpoint spec cannot be resolved or a checkpoint is corrupt or incompatible."""
 
 

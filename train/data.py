@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from synthvox.core.configbase import stable_hash
+from synthvox.core.errors import SynthvoxError
 from synthvox.engine.seeds import numpy_rng
 
 __all__ = ["StoreSource", "UnitStream", "make_loader", "collate", "positions_from_state", "manifest_hash", "DataError",
@@ -43,7 +44,7 @@ __all__ = ["StoreSource", "UnitStream", "make_loader", "collate", "positions_fro
 ENGINE_VAL_OFFSET = 1 << 40
 
 
-class DataError(ValueError):
+class DataError(SynthvoxError, ValueError):
     """The data source cannot serve this run; the message says what to do."""
 
 

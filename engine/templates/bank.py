@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from synthvox.core.atomic import commit_dir, new_tmp_dir, write_json
+from synthvox.core.errors import SynthvoxError
 
 __all__ = [
     "TemplateBank",
@@ -57,7 +58,7 @@ _HOW_TO_MAKE = ("make one with `synthvox templates procedural --count N --out BA
                 "`synthvox templates ingest SRC... --out BANK`")
 
 
-class BankError(RuntimeError):
+class BankError(SynthvoxError, RuntimeError):
     """A template bank that is missing, incomplete, corrupt or of another format version."""
 
 

@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from synthvox.core.atomic import write_bytes
+from synthvox.core.errors import SynthvoxError
 
 from .bank import BankError, BankWriter, FORMAT_VERSION, crop_to_bbox, pack_mask
 
@@ -45,7 +46,7 @@ _NII = (".nii.gz", ".nii")
 _WORK_VERSION = 1
 
 
-class IngestError(ValueError):
+class IngestError(SynthvoxError, ValueError):
     """A source that cannot be ingested (names the file and says what to do)."""
 
 
