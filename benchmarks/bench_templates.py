@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     # 3) the built-in default bank's first-use build, one core
     dflt = args.work / "bench_templates_default_tmp"
     shutil.rmtree(dflt, ignore_errors=True)
-    from synthvox.engine.templates import bank as bank_mod
+    from synthvox.engine.templates import builtin as bank_mod
 
     c0, t0 = time.process_time(), time.perf_counter()
     make_procedural_bank(dflt, bank_mod.DEFAULT_COUNT, bank_mod.DEFAULT_SEED, workers=1)

@@ -10,18 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from synthvox.engine.appearance import AppearanceConfig, AppearanceParams, apply_appearance, sample_appearance
-from synthvox.engine.appearance.bias_field import apply_bias_field, sample_bias_field
-from synthvox.engine.appearance.blur import apply_blur
+from synthvox.core.configbase import ConfigError
+from synthvox.engine.appearance.bias_field import bias_field, sample_bias_field
 from synthvox.engine.appearance.gamma import apply_gamma
-from synthvox.engine.appearance.gibbs import apply_gibbs
 from synthvox.engine.appearance.gmm import apply_gmm, sample_gmm
 from synthvox.engine.appearance.kspace import apply_kspace
 from synthvox.engine.appearance.lowres import apply_lowres
 from synthvox.engine.appearance.noise import apply_noise
-from synthvox.engine.appearance.sharpen import apply_sharpen
-from synthvox.engine.appearance.spikes import apply_spikes, sample_spikes
-from synthvox.engine.appearance.texture import apply_texture
-from synthvox.core.configbase import ConfigError
+from synthvox.engine.appearance.spikes import sample_spikes
+from synthvox.engine.appearance.texture import texture_field
 from synthvox.engine.config import EngineConfig
 
 ALWAYS = AppearanceConfig(bias_p=1, spikes_p=1, gamma_p=1, blur_p=1, gibbs_p=1, sharpen_p=1, lowres_p=1, noise_p=1)
@@ -41,6 +38,32 @@ def gen(seed: int = 0) -> torch.Generator:
 
 def smooth_volume(side: int = 16) -> torch.Tensor:
     return torch.rand((side,) * 3, generator=gen(3)) * 0.8 + 0.1
+
+
+# one step alone: the k-space members through the one FFT of the pipeline, the multiplicative
+# fields applied as the pipeline applies them (their product with the volume)
+def apply_blur(x: torch.Tensor, p: dict | None) -> torch.Tensor:
+    return apply_kspace(x, {"blur": p})
+
+
+def apply_gibbs(x: torch.Tensor, p: dict | None) -> torch.Tensor:
+    return apply_kspace(x, {"gibbs": p})
+
+
+def apply_sharpen(x: torch.Tensor, p: dict | None) -> torch.Tensor:
+    return apply_kspace(x, {"sharpen": p})
+
+
+def apply_spikes(x: torch.Tensor, p: dict | None) -> torch.Tensor:
+    return apply_kspace(x, {"spikes": p})
+
+
+def apply_texture(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
+    return x * texture_field(tuple(x.shape), p, g, x.device)
+
+
+def apply_bias_field(x: torch.Tensor, p: dict) -> torch.Tensor:
+    return x * bias_field(tuple(x.shape), p, x.device)
 
 
 # -- neutral parameters are the identity ---------------------------------------------------------

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from synthvox.engine.templates import (BankError, BankWriter, IngestError, ingest, make_procedural_bank, open_bank,
                                        resolve_bank)
-from synthvox.engine.templates import bank as bank_mod
+from synthvox.engine.templates import builtin as bank_mod
 from synthvox.engine.templates.procedural import FAMILIES, MAX_SIDE, _rng_for
 
 
@@ -171,7 +171,7 @@ def test_resolve_default_bank_cached_and_race_safe(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNTHVOX_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(bank_mod, "DEFAULT_COUNT", 6)
     # two processes racing for the first build: both succeed with the same bank
-    code = ("import sys; from synthvox.engine.templates import bank as m; m.DEFAULT_COUNT = 6; "
+    code = ("import sys; from synthvox.engine.templates import builtin as m; m.DEFAULT_COUNT = 6; "
             "b = m.resolve_bank(None); print(b.content_hash, len(b))")
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120)[0].split() for p in procs]

@@ -13,7 +13,7 @@ import torch
 
 from .config import AppearanceConfig
 
-__all__ = ["sample_bias_field", "apply_bias_field", "bias_field", "DEGREE"]
+__all__ = ["sample_bias_field", "bias_field", "DEGREE"]
 
 DEGREE = 3
 
@@ -58,10 +58,3 @@ def bias_field(shape: tuple[int, int, int], params: dict[str, Any], device: torc
     for i in range(1, DEGREE + 1):
         log_field.addcmul_(px[i, :, None, None], t[i])
     return log_field.exp_()
-
-
-def apply_bias_field(volume: torch.Tensor, params: dict[str, Any] | None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """volume * field; None or all-zero coefficients are the identity."""
-    if params is None or not any(params["coeffs"]):
-        return volume
-    return volume * bias_field(tuple(volume.shape), params, volume.device)

@@ -18,7 +18,7 @@ from ..workspace import TEMP_A, TEMP_B, TEMP_C, scratch
 from ._ops import gaussian_kernel_1d, kernel_transfer_1d
 from .config import AppearanceConfig
 
-__all__ = ["sample_blur", "apply_blur", "blur_transfer", "is_neutral_blur", "circular_blur", "spatial_ok", "SPATIAL_RADIUS"]
+__all__ = ["sample_blur", "blur_transfer", "is_neutral_blur", "circular_blur", "spatial_ok", "SPATIAL_RADIUS"]
 
 #: longest kernel radius (voxels) that `circular_blur` handles (longer ones go through the FFT)
 SPATIAL_RADIUS = 2
@@ -81,10 +81,3 @@ def circular_blur(volume: torch.Tensor, params: dict[str, Any], inplace: bool = 
             dst.add_(_pair_sum(src, k, dim, tmp).mul_(w[r + k]))
         src = dst
     return src if src is final else final.copy_(src)
-
-
-def apply_blur(volume: torch.Tensor, params: dict[str, Any] | None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Blur alone (one FFT round trip); None or zero sigmas are the identity."""
-    from .kspace import apply_kspace
-
-    return apply_kspace(volume, {"blur": params})

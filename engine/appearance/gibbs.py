@@ -14,7 +14,7 @@ import torch
 
 from .config import AppearanceConfig
 
-__all__ = ["sample_gibbs", "apply_gibbs", "gibbs_mask", "gibbs_factor", "is_neutral_gibbs"]
+__all__ = ["sample_gibbs", "gibbs_mask", "gibbs_factor", "is_neutral_gibbs"]
 
 
 def sample_gibbs(cfg: AppearanceConfig, rng: np.random.Generator) -> dict[str, Any] | None:
@@ -55,10 +55,3 @@ def gibbs_factor(shape: tuple[int, int, int], freqs: list[torch.Tensor], params:
     plane = (kd + kh).to(torch.float32)
     v = torch.add(plane, kw.to(torch.float32)) if out is None else torch.add(plane, kw.to(torch.float32), out=out)
     return v.sub_(r2).sign_().neg_().add_(1.0).clamp_(max=1.0)
-
-
-def apply_gibbs(volume: torch.Tensor, params: dict[str, Any] | None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Gibbs ringing alone (one FFT round trip); None or alpha 0 is the identity."""
-    from .kspace import apply_kspace
-
-    return apply_kspace(volume, {"gibbs": params})

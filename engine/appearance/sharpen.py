@@ -13,7 +13,7 @@ import torch
 from ._ops import gaussian_kernel_1d, kernel_transfer_1d
 from .config import AppearanceConfig
 
-__all__ = ["sample_sharpen", "apply_sharpen", "sharpen_transfer", "is_neutral_sharpen"]
+__all__ = ["sample_sharpen", "sharpen_transfer", "is_neutral_sharpen"]
 
 
 def sample_sharpen(cfg: AppearanceConfig, rng: np.random.Generator) -> dict[str, Any] | None:
@@ -50,10 +50,3 @@ def _outer(v: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tens
     if a.dim() == 1:
         a, b, c = a[:, None, None], b[None, :, None], c[None, None, :]
     return torch.mul(a * b, c) if out is None else torch.mul(a * b, c, out=out)
-
-
-def apply_sharpen(volume: torch.Tensor, params: dict[str, Any] | None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Sharpening alone (one FFT round trip); None or sigma1 0 with alpha 0 is the identity."""
-    from .kspace import apply_kspace
-
-    return apply_kspace(volume, {"sharpen": params})

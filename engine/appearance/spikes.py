@@ -16,7 +16,7 @@ import torch
 
 from .config import AppearanceConfig
 
-__all__ = ["sample_spikes", "apply_spikes", "add_spikes", "is_neutral_spikes"]
+__all__ = ["sample_spikes", "add_spikes", "is_neutral_spikes"]
 
 
 def sample_spikes(cfg: AppearanceConfig, rng: np.random.Generator, shape: tuple[int, int, int]) -> dict[str, Any] | None:
@@ -52,10 +52,3 @@ def add_spikes(spectrum: torch.Tensor, params: dict[str, Any], shape: tuple[int,
     for (kd, kh, kw), amp, phase in zip(params["locations"], params["amplitudes"], params["phases"]):
         spectrum[kd, kh, kw] += (0.5 * amp * dc) * complex(math.cos(phase), math.sin(phase))
     return spectrum
-
-
-def apply_spikes(volume: torch.Tensor, params: dict[str, Any] | None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Spikes alone (one FFT round trip); None or zero amplitudes are the identity."""
-    from .kspace import apply_kspace
-
-    return apply_kspace(volume, {"spikes": params})

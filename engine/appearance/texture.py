@@ -19,7 +19,7 @@ import torch
 from ._ops import resize_linear, scaled_length
 from .config import AppearanceConfig
 
-__all__ = ["sample_texture", "apply_texture", "texture_field"]
+__all__ = ["sample_texture", "texture_field"]
 
 
 def sample_texture(cfg: AppearanceConfig, rng: np.random.Generator) -> dict[str, Any]:
@@ -60,11 +60,3 @@ def texture_field(shape: tuple[int, int, int], params: dict[str, Any], generator
     if coarse_factor is not None:
         coarse = coarse * coarse_factor(tuple(coarse.shape))  # type: ignore[arg-type]
     return resize_linear(coarse, tuple(shape), align_corners=True, out=out, mul_into=mul_into)  # type: ignore[arg-type]
-
-
-def apply_texture(volume: torch.Tensor, params: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
-    """volume * (1 + amplitude * noise); amplitude 0 is the identity (the noise is still drawn)."""
-    field = texture_field(tuple(volume.shape), params, generator, volume.device)
-    if params["amplitude"] == 0:
-        return volume
-    return volume * field

@@ -17,43 +17,28 @@ The content hash is sha256 over "synthvox-bank-v1" then, per template in order, 
 three little-endian int32 and its packed bytes. It covers what rendering sees (geometry and
 order), not names, sources or the path, so a moved or renamed bank keeps its hash.
 
-Writing is atomic: `BankWriter` builds into a private temporary directory beside the target
-and renames it into place only when complete, so a bank is never seen half-written.
+Writing is atomic: `BankWriter` (writer.py) builds into a private temporary directory beside
+the target and renames it into place only when complete, so a bank is never seen half-written.
+The built-in procedural bank and its cache live in builtin.py.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from synthvox.core.atomic import commit_dir, new_tmp_dir, write_json
 from synthvox.core.errors import SynthvoxError
 
-__all__ = [
-    "TemplateBank",
-    "TemplateRecord",
-    "BankWriter",
-    "BankError",
-    "open_bank",
-    "resolve_bank",
-    "default_bank_path",
-    "cache_dir",
-    "pack_mask",
-    "crop_to_bbox",
-    "FORMAT",
-    "FORMAT_VERSION",
-]
+__all__ = ["TemplateBank", "TemplateRecord", "BankError", "open_bank", "FORMAT", "FORMAT_VERSION", "HASH_PREFIX"]
 
 FORMAT = "synthvox-template-bank"
 FORMAT_VERSION = 1
-_HASH_PREFIX = b"synthvox-bank-v1"
+#: the content hash starts from these bytes (see the module docstring)
+HASH_PREFIX = b"synthvox-bank-v1"
 _HOW_TO_MAKE = ("make one with `synthvox templates procedural --count N --out BANK` or "
                 "`synthvox templates ingest SRC... --out BANK`")
 
@@ -206,7 +191,7 @@ class TemplateBank:
 
     def verify(self) -> None:
         """Recompute the content hash from the data; raise BankError on mismatch."""
-        h = hashlib.sha256(_HASH_PREFIX)
+        h = hashlib.sha256(HASH_PREFIX)
         for i in range(self._n):
             off, nb = int(self._offset[i]), int(self._nbytes[i])
             h.update(np.asarray(self._shape[i], dtype="<i4").tobytes())
@@ -215,204 +200,6 @@ class TemplateBank:
             raise BankError(f"{self.path}: data does not match its content hash (corrupt); rebuild the bank")
 
 
-def crop_to_bbox(mask: np.ndarray) -> np.ndarray:
-    """The (d, h, w) mask cropped to the bounding box of its nonzero voxels, as uint8 0/1.
-
-    Raises ValueError when the mask is empty.
-    """
-    m = np.asarray(mask)
-    if m.ndim != 3:
-        raise ValueError(f"a template must be 3D, got shape {m.shape}")
-    sl = []
-    for ax in range(3):
-        other = tuple(a for a in range(3) if a != ax)
-        nz = np.flatnonzero(m.any(axis=other))
-        if nz.size == 0:
-            raise ValueError("empty mask (no foreground voxel)")
-        sl.append(slice(int(nz[0]), int(nz[-1]) + 1))
-    return (m[tuple(sl)] != 0).astype(np.uint8)
-
-
-def pack_mask(mask: np.ndarray) -> bytes:
-    """The bank's packed bytes of a (d, h, w) 0/1 mask (C order, little bit order)."""
-    return np.packbits(np.ascontiguousarray(mask, dtype=np.uint8).reshape(-1) != 0, bitorder="little").tobytes()
-
-
-class BankWriter:
-    """Writes a bank atomically: `add(...)` templates in order, then `commit()`.
-
-    Used as a context manager, a failure (or leaving without commit) removes the temporary
-    directory, so nothing appears under `out`. `overwrite=True` replaces an existing bank.
-    """
-
-    def __init__(self, out: str | Path, *, sources: Sequence[str] = (), created_by: str = "",
-                 overwrite: bool = False) -> None:
-        self.out = Path(out)
-        self.overwrite = overwrite
-        if self.out.exists() and not overwrite:
-            raise BankError(f"{self.out} already exists; choose another --out, remove it, or overwrite it (--force)")
-        self.tmp = new_tmp_dir(self.out)
-        self._f = open(self.tmp / "masks.bin", "wb")
-        self._hash = hashlib.sha256(_HASH_PREFIX)
-        self._rows: dict[str, list[Any]] = {k: [] for k in ("offset", "nbytes", "shape", "voxels", "label", "name_id", "source_id")}
-        self._names: dict[str, int] = {}
-        self._sources: dict[str, int] = {}
-        self._offset = 0
-        self.meta_sources = list(sources)
-        self.created_by = created_by
-        self.committed: Path | None = None
-
-    def __len__(self) -> int:
-        return len(self._rows["offset"])
-
-    def add(self, mask: np.ndarray, *, name: str, source: str, label: int = 1, cropped: bool = False) -> None:
-        """Append one template (cropped to its bounding box unless `cropped`); empty masks raise ValueError."""
-        m = np.asarray(mask)
-        if not cropped:
-            m = crop_to_bbox(m)
-        if m.ndim != 3 or min(m.shape) < 1:
-            raise ValueError(f"template {name!r} from {source}: bad shape {m.shape}")
-        self.add_packed(pack_mask(m), m.shape, voxels=int(np.count_nonzero(m)), name=name, source=source, label=label)
-
-    def add_packed(self, packed: bytes, shape: Sequence[int], *, voxels: int, name: str, source: str, label: int = 1) -> None:
-        """Append one template already packed with `pack_mask` (and cropped)."""
-        shape = tuple(int(s) for s in shape)
-        if len(packed) != (shape[0] * shape[1] * shape[2] + 7) // 8:
-            raise ValueError(f"template {name!r} from {source}: {len(packed)} packed bytes do not match shape {shape}")
-        if voxels < 1:
-            raise ValueError(f"template {name!r} from {source} is empty")
-        self._f.write(packed)
-        self._hash.update(np.asarray(shape, dtype="<i4").tobytes())
-        self._hash.update(packed)
-        r = self._rows
-        r["offset"].append(self._offset)
-        r["nbytes"].append(len(packed))
-        r["shape"].append(shape)
-        r["voxels"].append(int(voxels))
-        r["label"].append(int(label))
-        r["name_id"].append(self._names.setdefault(name, len(self._names)))
-        r["source_id"].append(self._sources.setdefault(source, len(self._sources)))
-        self._offset += len(packed)
-
-    def commit(self) -> Path:
-        """Finish the files and rename the bank into place; returns the final path.
-
-        If another process committed the same `out` meanwhile (and not `overwrite`), raises
-        FileExistsError and leaves the other bank untouched.
-        """
-        if not len(self):
-            self.abort()
-            raise BankError(f"no templates to write to {self.out}")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        r = self._rows
-        np.savez(self.tmp / "index.npz",
-                 offset=np.asarray(r["offset"], np.int64), nbytes=np.asarray(r["nbytes"], np.int64),
-                 shape=np.asarray(r["shape"], np.int32).reshape(-1, 3), voxels=np.asarray(r["voxels"], np.int64),
-                 label=np.asarray(r["label"], np.int32), name_id=np.asarray(r["name_id"], np.int32),
-                 source_id=np.asarray(r["source_id"], np.int32),
-                 names=np.asarray(list(self._names), dtype=np.str_), sources=np.asarray(list(self._sources), dtype=np.str_))
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, "count": len(self), "data_bytes": self._offset,
-                "content_hash": self._hash.hexdigest(), "sources": self.meta_sources, "created_by": self.created_by}
-        write_json(self.tmp / "bank.json", meta, sort_keys=False)
-        commit_dir(self.tmp, self.out, overwrite=self.overwrite)
-        self.committed = self.out
-        return self.out
-
-    def abort(self) -> None:
-        """Drop everything written so far."""
-        if not self._f.closed:
-            self._f.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self) -> "BankWriter":
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self.committed is None:
-            self.abort()
-
-
 def open_bank(path: str | Path) -> TemplateBank:
     """Open the bank at `path` (memory-mapped; reads only the index). BankError if missing or incomplete."""
     return TemplateBank(Path(path).expanduser())
-
-
-# --- the built-in procedural bank ----------------------------------------------------------
-
-#: count and seed of the built-in bank; bump DEFAULT_GENERATOR when the procedural code changes
-DEFAULT_COUNT = 384
-DEFAULT_SEED = 0
-
-_OPEN: dict[tuple[str, int, int], TemplateBank] = {}
-
-
-def cache_dir() -> Path:
-    """`$SYNTHVOX_CACHE`, or `~/.cache/synthvox`."""
-    return Path(os.environ.get("SYNTHVOX_CACHE") or Path.home() / ".cache" / "synthvox").expanduser()
-
-
-def default_bank_path() -> Path:
-    """Where the built-in procedural bank lives (built on first use)."""
-    from .procedural import GENERATOR_VERSION
-
-    return cache_dir() / "banks" / f"procedural-g{GENERATOR_VERSION}-n{DEFAULT_COUNT}-s{DEFAULT_SEED}"
-
-
-def _cached_open(path: Path) -> TemplateBank:
-    # One open bank per (path, bank.json identity) and process: repeated calls in a worker are free.
-    st = (path / "bank.json").stat()
-    key = (str(path.resolve()), st.st_ino, st.st_mtime_ns)
-    bank = _OPEN.get(key)
-    if bank is None:
-        bank = _OPEN[key] = open_bank(path)
-    return bank
-
-
-def resolve_bank(spec: str | Path | None, progress: Callable[[str], None] | None = None) -> TemplateBank:
-    """`None` -> the built-in procedural bank (built deterministically on first use, cached
-    under `cache_dir()`, safe when many processes race: the loser of the rename uses the
-    winner's bank); a path -> `open_bank(path)`."""
-    if spec is not None:
-        path = Path(spec).expanduser()
-        if not (path / "bank.json").is_file():
-            return open_bank(path)  # raises the right BankError
-        return _cached_open(path)
-    path = default_bank_path()
-    if not (path / "bank.json").is_file():
-        from .procedural import make_procedural_bank
-
-        if path.exists():  # a directory without bank.json under the final name: never ours (atomic)
-            raise BankError(f"{path} is an incomplete template bank; delete it and it is rebuilt on next use")
-        with _build_lock(path):
-            if not (path / "bank.json").is_file():  # another process may have built it meanwhile
-                try:
-                    make_procedural_bank(path, DEFAULT_COUNT, DEFAULT_SEED, workers=1, progress=progress)
-                except (FileExistsError, BankError):
-                    if not (path / "bank.json").is_file():
-                        raise
-    return _cached_open(path)
-
-
-@contextlib.contextmanager
-def _build_lock(path: Path) -> Iterator[None]:
-    """An advisory lock beside `path` so concurrent first uses build once and the others wait.
-    Only saves work: correctness rests on the atomic rename (and filesystems without flock
-    just build in parallel)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-
-        fh = open(path.parent / f".{path.name}.lock", "w")
-    except (ImportError, OSError):
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except OSError:
-            pass
-        yield
-    finally:
-        fh.close()  # releases the lock

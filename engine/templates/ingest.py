@@ -38,7 +38,8 @@ import numpy as np
 from synthvox.core.atomic import write_bytes
 from synthvox.core.errors import SynthvoxError
 
-from .bank import BankError, BankWriter, FORMAT_VERSION, crop_to_bbox, pack_mask
+from .bank import FORMAT_VERSION, BankError, open_bank
+from .writer import BankWriter, crop_to_bbox, pack_mask
 
 __all__ = ["ingest", "IngestError", "read_label_names", "load_label_volume", "parse_merge"]
 
@@ -402,8 +403,6 @@ def ingest(sources: Sequence[str | Path], out: str | Path, *, spacing: float | N
                               f"dropped (empty or below min_voxels={min_voxels}); nothing written to {out}")
         w.commit()
     shutil.rmtree(work, ignore_errors=True)
-    from .bank import open_bank
-
     bank = open_bank(out)
     summary = {"path": str(out), "templates": len(bank), "content_hash": bank.content_hash, "files": n_files,
                "units": len(units), "resumed": resumed, "dropped": dropped, "seconds": time.perf_counter() - t0}

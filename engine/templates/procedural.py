@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .bank import BankWriter, crop_to_bbox, pack_mask
+from .writer import BankWriter, crop_to_bbox, pack_mask
 
 __all__ = [
     "GENERATOR_VERSION",
