@@ -103,7 +103,7 @@ def run(bank: Any, sizes: Sequence[int], n: int, warmup: int = 3) -> tuple[list[
 
 
 def calibration_ms(size: int = 128, repeat: int = 10) -> float:
-    """CPU-ms of one torch.randn(size^3) here and now (REFERENCE.md: ~8 ms on a quiet machine),
+    """CPU-ms of one torch.randn(size^3) here and now (~8 ms on a quiet machine),
     to read the other figures against the machine's current load."""
     g = torch.Generator().manual_seed(0)
     torch.randn((size,) * 3, generator=g)
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> str:
           f"default engine config (2 views), bank {a.bank} ({len(bank)} templates, content {bank.content_hash[:12]}). "
           "Target <= 0.4 CPU-s per 128^3 sample; reference ~3 CPU-s on the same template set. "
           f"Load check: torch.randn(128^3) took {calib_before:.1f} ms before and {calib_after:.1f} ms after "
-          "the run (REFERENCE.md measured ~8 ms on a quiet machine); scale the figures by that ratio."
+          "the run (~8 ms on a quiet machine); scale the figures by that ratio."
     )
     if a.no_record:
         print(body)

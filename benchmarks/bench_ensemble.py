@@ -59,7 +59,7 @@ def _one(cfg: EnsembleConfig, bank: Any, size: int, index: int) -> tuple[dict[st
 
 
 def calibration_ms(repeat: int = 10) -> float:
-    """Median CPU-ms of a nearest grid_sample of a 128^3 volume (REFERENCE.md measured 25 ms
+    """Median CPU-ms of a nearest grid_sample of a 128^3 volume (25 ms measured
     on an idle machine): the ratio says how much a busy shared machine inflated the figures."""
     import torch.nn.functional as F
 
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     rows = run(bank, a.sizes, a.n)
     cal1 = calibration_ms()
     body = fmt_table(rows) + (
-        f"\n\nCalibration (nearest grid_sample of 128^3, REFERENCE.md: 25 ms idle): {cal0:.1f} ms before, "
+        f"\n\nCalibration (nearest grid_sample of 128^3, 25 ms idle): {cal0:.1f} ms before, "
         f"{cal1:.1f} ms after this run; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores." + 
         f"\n\nCPU-seconds (time.process_time), 1 torch thread, median of {a.n} samples after 3 warm-up, "
         f"default EnsembleConfig, bank {a.bank} ({len(bank)} templates). Stages: params = numpy draw, "

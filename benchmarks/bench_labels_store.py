@@ -84,7 +84,7 @@ def _read(path: Path, n: int, views: int) -> dict[str, float]:
 
 def _gpu(labels_store: Path, full_store: Path, n: int) -> dict[str, Any] | None:
     """Views per second painted on the GPU from a labels store, and their largest difference from
-    the CPU-rendered views of the full store (ARCHITECTURE.md: at most one quantisation step)."""
+    the CPU-rendered views of the full store (docs/ARCHITECTURE.md, "Device type": at most one quantisation step)."""
     import torch
 
     if not torch.cuda.is_available():
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     if gpu is None:
         notes.append("no GPU here: GPU views/s and the trainer's data-wait fraction (labels vs full vs on the fly) not "
                      "measured; across device types views may differ by one quantisation step in a few voxels "
-                     "(ARCHITECTURE.md), labels are identical")
+                     "(docs/ARCHITECTURE.md), labels are identical")
     record("labels-only stores: bytes per sample, task cost, views painted on load", "\n\n".join(body),
            command="python -m benchmarks.bench_labels_store " + " ".join(argv if argv is not None else sys.argv[1:]),
            notes="; ".join(notes))

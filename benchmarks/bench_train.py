@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.only in (None, "memory"):
         mem = loss_memory(device=a.device)
         parts.append(f"### Loss peak memory, forward + backward, one tap, 4,096 voxels/view x 256 dims ({a.device})\n\n"
-                     + fmt_table(mem) + "\n\nReference point (REFERENCE.md): ~1.7 GiB for plain matrix products, "
+                     + fmt_table(mem) + "\n\nReference point (the reference implementation): ~1.7 GiB for plain matrix products, "
                      "64 GiB for the broadcast (N, N, C) form; target < 1 GiB.")
     if a.only in (None, "step"):
         steps = step_time((32,) if a.quick else (32, 64))

@@ -66,7 +66,7 @@ class _Stages:
 def _real_volumes(out: Path, spacing: int) -> dict[str, Any]:
     """A real brain volume (+ brain mask) and a second subject, as NIfTI files under `out`."""
     from synthvox.downstream.datasets import write_nifti
-    from synthvox.downstream.evaluate import _halve, data_sources, load_colin, load_mni, rigid_offset, warp_array
+    from synthvox.downstream.evaluate import halve, data_sources, load_colin, load_mni, rigid_offset, warp_array
 
     src = data_sources()
     mni = load_mni(resolution=2)
@@ -82,8 +82,8 @@ def _real_volumes(out: Path, spacing: int) -> dict[str, Any]:
     paths: dict[str, Any] = {"note": src["note"]}
     for role, (img, mask, aff, name) in (("fixed", fixed), ("moving", moving)):
         for _ in range(int(np.log2(spacing)) - 1):  # 2 mm -> 4 mm for the miniature
-            img, aff2 = _halve(img, aff, False)
-            mask, _ = _halve(mask, aff, True)
+            img, aff2 = halve(img, aff, False)
+            mask, _ = halve(mask, aff, True)
             aff = aff2
         paths[role] = write_nifti(out / f"{role}.nii.gz", img.astype(np.float32), aff)
         paths[f"{role}_mask"] = write_nifti(out / f"{role}_mask.nii.gz", mask.astype(np.int16), aff)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import nibabel as nib
 import numpy as np
 
 from synthvox.core import atomic
@@ -108,8 +109,6 @@ def _parse_labels(meta: dict[str, Any], path: Path) -> dict[int, str]:
 
 
 def _nifti_shape(path: Path) -> tuple[int, ...]:
-    import nibabel as nib
-
     try:
         return tuple(int(s) for s in nib.load(str(path)).shape)
     except Exception as e:  # nibabel raises several types for broken files
@@ -196,8 +195,6 @@ def load_case(ds: NnunetDataset, case: Case) -> tuple[np.ndarray, np.ndarray | N
 
     Raises DatasetError when the label holds a value dataset.json does not name.
     """
-    import nibabel as nib
-
     img_nii = nib.load(str(case.image))
     image = np.asarray(img_nii.dataobj, dtype=np.float32).reshape(img_nii.shape[:3])
     label = None
@@ -220,8 +217,6 @@ def load_case(ds: NnunetDataset, case: Case) -> tuple[np.ndarray, np.ndarray | N
 
 def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path:
     """Write a NIfTI file atomically (temporary name in the same folder, then rename)."""
-    import nibabel as nib
-
     return atomic.write_nifti(path, nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64)))
 
 

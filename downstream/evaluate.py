@@ -27,16 +27,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import nibabel as nib
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from synthvox.core.atomic import write_json
+from synthvox.engine.config import EngineConfig
+from synthvox.engine.render import render_sample, sample_to_numpy
+from synthvox.engine.seeds import numpy_rng
+from synthvox.train.checkpoint import load_model
 
 from .datasets import write_nifti, write_nnunet_dataset
+from .fewshot import run_fewshot
+from .fewshot.run import init_tag
+from .registration import RegistrationConfig, register_files
+from .report import build_report
 from .results import read_records, write_record
 
-__all__ = ["MRICRON_DIR", "HELDOUT_INDEX", "data_sources", "smooth_warp", "warp_array", "contrast_curve",
+__all__ = ["MRICRON_DIR", "HELDOUT_INDEX", "data_sources", "halve", "smooth_warp", "warp_array", "contrast_curve",
            "build_fewshot_datasets", "registration_pairs", "synthetic_pairs", "run_eval"]
 
 MRICRON_DIR = Path("/usr/share/mricron/templates")
@@ -49,8 +58,6 @@ AAL_REGIONS = 16
 # --- data -------------------------------------------------------------------------------------
 
 def _load(path: Path, dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
-    import nibabel as nib
-
     img = nib.load(str(path))
     return np.asarray(img.dataobj, dtype=dtype).reshape(img.shape[:3]), np.asarray(img.affine, np.float64)
 
@@ -77,7 +84,7 @@ def data_sources(mricron_dir: str | Path = MRICRON_DIR) -> dict[str, Any]:
     return {"colin": colin, "mni": mni, "note": note}
 
 
-def _halve(x: np.ndarray, affine: np.ndarray, label: bool) -> tuple[np.ndarray, np.ndarray]:
+def halve(x: np.ndarray, affine: np.ndarray, label: bool) -> tuple[np.ndarray, np.ndarray]:
     """1 mm -> 2 mm over 2x2x2 blocks (even-cropped): image mean, label majority (block mode)."""
     x = x[: x.shape[0] // 2 * 2, : x.shape[1] // 2 * 2, : x.shape[2] // 2 * 2]
     if label:
@@ -103,17 +110,17 @@ def load_colin(src: dict[str, Path], spacing: int = 2) -> dict[str, Any]:
             names[int(parts[0])] = parts[1]
     mask = (bet > 0).astype(np.int64)
     if spacing == 2:
-        bet, _ = _halve(bet, aff, False)
-        t1, aff2 = _halve(t1, aff, False)
-        mask, _ = _halve(mask, aff, True)
-        aal, _ = _halve(aal, aff, True)
+        bet, _ = halve(bet, aff, False)
+        t1, aff2 = halve(t1, aff, False)
+        mask, _ = halve(mask, aff, True)
+        aal, _ = halve(aal, aff, True)
         aff = aff2
     return {"t1": t1, "bet": bet, "mask": mask, "aal": aal, "aal_names": names, "affine": aff}
 
 
 def load_mni(resolution: int = 2) -> dict[str, Any]:
     """MNI152 2009a T1 and brain mask from nilearn (offline files; the T1 is skull-stripped)."""
-    from nilearn import datasets
+    from nilearn import datasets  # lazily: optional extra, ~3 s of startup
 
     t = datasets.load_mni152_template(resolution=resolution)
     m = datasets.load_mni152_brain_mask(resolution=resolution)
@@ -132,7 +139,7 @@ def smooth_warp(shape: tuple[int, ...], rng: np.random.Generator, std_vox: float
 def warp_array(x: np.ndarray, disp: np.ndarray, label: bool) -> np.ndarray:
     """Pull-back warp: out(i) = x(i + disp(i)); linear for images (border values outside, so no
     artificial black frame), nearest for labels (background outside)."""
-    from scipy import ndimage
+    from scipy import ndimage  # lazily: ~18 MB in every worker, for this step only
 
     grid = np.indices(x.shape, dtype=np.float32) + disp
     if label:
@@ -217,8 +224,6 @@ def _pair(root: Path, case: str, fixed: tuple, moving: tuple) -> dict[str, Any]:
 
 def registration_pairs(root: Path, sources: dict[str, Any], n_warps: int, both_directions: bool = True) -> list[dict[str, Any]]:
     """Real-data registration pairs (written under `root`), each with its `setting`."""
-    from synthvox.engine.seeds import numpy_rng
-
     pairs = []
     colin = load_colin(sources["colin"], spacing=2) if sources["colin"] else None
     if colin is not None:
@@ -243,10 +248,6 @@ def registration_pairs(root: Path, sources: dict[str, Any], n_warps: int, both_d
 
 def synthetic_pairs(root: Path, n: int, size: int) -> list[dict[str, Any]]:
     """Held-out engine tasks: view 0 vs view 1 warped by a known field (indices >= HELDOUT_INDEX)."""
-    from synthvox.engine.config import EngineConfig
-    from synthvox.engine.render import render_sample, sample_to_numpy
-    from synthvox.engine.seeds import numpy_rng
-
     pairs = []
     cfg = EngineConfig(size=size)
     for i in range(n):
@@ -265,11 +266,6 @@ def synthetic_pairs(root: Path, n: int, size: int) -> list[dict[str, Any]]:
 
 def _registration(pairs: list[dict[str, Any]], out: Path, ckpt: str, quick: bool, device: str,
                   log: Callable[[str], Any] | None) -> list[dict[str, Any]]:
-    from synthvox.train.checkpoint import load_model
-
-    from .fewshot.run import init_tag
-    from .registration import RegistrationConfig, register_files
-
     extra_cfg = {"adam_iters": 20, "affine_iters": 30} if quick else {}
     methods: list[tuple[str, str | None]] = [("net+mind", ckpt), ("net+mind", "random"), ("mind", None)]
     if str(ckpt) == "random":
@@ -303,9 +299,6 @@ def run_eval(ckpt: str, out: str | Path, *, quick: bool = False, device: str | N
     `quick`: few steps, one seed, fewer registrations (checks the flow; numbers mean little).
     Finished parts are reused on a rerun. Returns the report paths {"markdown", "html"}.
     """
-    from .fewshot import run_fewshot
-    from .report import build_report
-
     out = Path(out)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     src = data_sources(mricron_dir)

@@ -8,11 +8,13 @@ when the volume is smaller) with overlap 0.25 and Gaussian blending.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .io import save_figure
 
 __all__ = ["normalise_image", "extract_features", "DEFAULT_MAX_VOXELS", "voxels_for_memory", "pca_rgb", "write_pca_png"]
 
@@ -97,7 +99,7 @@ def _infer(model: torch.nn.Module, x: torch.Tensor, device: str | torch.device, 
     if xp[0, 0].numel() <= budget:
         out = model(xp)
     else:
-        from monai.inferers import sliding_window_inference
+        from monai.inferers import sliding_window_inference  # lazily: ~5 s and ~180 MB of startup
 
         side = max(div, (int(roi) // div) * div)
         # Shrink the window until it fits the budget; never larger than the padded volume.
@@ -129,7 +131,7 @@ def pca_rgb(feats: torch.Tensor | np.ndarray, mask: np.ndarray | None = None) ->
 def write_pca_png(image: np.ndarray, feats: torch.Tensor | np.ndarray, path: str | Path, axis: int = 2,
                   index: int | None = None) -> Path:
     """A PNG: the grey middle slice (along `axis`) beside the first three PCs as RGB."""
-    import matplotlib
+    import matplotlib  # lazily: ~1 s of startup, for figures only
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -147,6 +149,5 @@ def write_pca_png(image: np.ndarray, feats: torch.Tensor | np.ndarray, path: str
     ax[1].set_title("features: PCs 1-3 as RGB")
     for a in ax:
         a.axis("off")
-    from .io import save_figure
 
     return save_figure(fig, path, dpi=100, bbox_inches="tight")

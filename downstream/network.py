@@ -6,6 +6,7 @@ from typing import Any, Callable
 import torch
 
 from synthvox.core.errors import SynthvoxError
+from synthvox.train.checkpoint import load_model
 
 __all__ = ["load_network", "CheckpointLoadError"]
 
@@ -21,11 +22,6 @@ def load_network(spec: str, device: str | torch.device = "cpu",
     Raises `CheckpointLoadError` naming `spec` for a missing, corrupt or incompatible checkpoint
     (a different model config than its weights, unreadable safetensors, no bundled checkpoint).
     """
-    try:
-        from synthvox.train.checkpoint import load_model
-    except ImportError as e:
-        raise CheckpointLoadError(f"--ckpt {spec}: the checkpoint loader is unavailable ({e}); "
-                                  "use --features mind, which needs no network") from None
     try:
         model, record = load_model(spec, map_location=str(device))
     except CheckpointLoadError:

@@ -37,7 +37,7 @@ def render_npz(cfg: EngineConfig, seed: int, index: int, out: str | Path, bank: 
 
 def label_colours(n: int) -> np.ndarray:
     """(n + 1, 3) float RGB: black background, then distinct colours (tab20, then golden-ratio hues)."""
-    import matplotlib
+    import matplotlib  # lazily: ~1 s of startup, for figures only
 
     base = list(matplotlib.colormaps["tab20"].colors)
     cols = [(0.0, 0.0, 0.0)]
@@ -57,7 +57,7 @@ def _mid_slices(vol: np.ndarray) -> list[tuple[str, np.ndarray]]:
 
 def write_montage(labels: np.ndarray, views: np.ndarray, out: str | Path, title: str = "") -> Path:
     """One PNG: labels in colour and each view, three mid-slices each; written atomically."""
-    import matplotlib
+    import matplotlib  # lazily: ~1 s of startup, for figures only
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt

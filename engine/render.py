@@ -21,8 +21,10 @@ import torch
 from .appearance import AppearanceParams, apply_appearance, sample_appearance
 from .config import EngineConfig
 from .device import device_type
+from .ensemble import label_map, sample_ensemble
 from .schema import SCHEMA_VERSION, label_dtype
 from .seeds import child_seed, numpy_rng
+from .templates import resolve_bank
 from .workspace import scratch
 
 __all__ = ["render_sample", "render_labels", "render_views", "render_views_from_meta", "view_params", "sample_to_numpy",
@@ -40,7 +42,6 @@ def _bank(bank: Any, cfg: EngineConfig) -> Any:
     """A TemplateBank: the given one, a path, or resolve_bank(cfg.bank) when None."""
     if bank is not None and hasattr(bank, "get"):
         return bank
-    from .templates import resolve_bank
 
     return resolve_bank(str(bank) if bank is not None else cfg.bank)
 
@@ -64,8 +65,6 @@ def _render_labels(cfg: EngineConfig, seed: int, index: int, bank: Any, device: 
                    timings: dict[str, float] | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """(int32 labels, stored-dtype labels, meta). The int32 map may be a per-thread reused
     buffer (ensemble.label_map): use it before the next render in this thread."""
-    from .ensemble import label_map, sample_ensemble
-
     device = torch.device(device)
     t0 = time.process_time()
     bank = _bank(bank, cfg)

@@ -28,7 +28,6 @@ __all__ = [
     "SchemaError",
     "label_dtype",
     "quantise",
-    "dequantise",
     "validate_sample",
     "check_schema_version",
 ]
@@ -70,11 +69,6 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
     equal the stored ones byte for byte on the same device type.
     """
     return torch.round(x.float().clamp(0.0, 1.0) * 255.0).to(torch.uint8)
-
-
-def dequantise(v: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 0..255 -> float in [0, 1] (cast on the device that will use it)."""
-    return v.to(dtype) / 255.0
 
 
 def validate_sample(sample: dict[str, Any], max_labels: int | None = None) -> None:

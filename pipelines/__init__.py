@@ -9,7 +9,7 @@
     synth_shards("out/labels", 10_000, content="labels")   # label maps + meta only, ~40x smaller at 128^3
     convert("out/labels", "out/full", "full")              # paint the views (or "labels": drop them)
 
-Store format (ARCHITECTURE.md, "Store"; file names in `layout`)::
+Store format (docs/ARCHITECTURE.md, "Store"; file names in `layout`)::
 
     manifest.json                  schema/store version, content (full|labels), engine config
                                    and hash, bank hash, seed, samples, task size, Zarr shard,
@@ -31,12 +31,13 @@ equal byte for byte to a full store's views on the same device type, within one 
 step in a few voxels on another (labels always equal). A labels store is byte for byte the full
 store of the same run without its views members/array (see `convert`).
 
-Modules: `layout` (file names), `atomic` (temp-then-rename writes), `manifest` (manifest,
+Modules: `layout` (file names), `manifest` (manifest,
 records, consolidation, compatibility), `wds_io` / `zarr_io` (writers and readers), `labels`
 (labels content: painting views from meta), `task` (one task: render a range, write its
 shards), `runner` (the client: LocalCluster or an existing scheduler, bounded window, retries,
 resume), `convert` (full <-> labels through the runner), `plan` (--dry-run), `verify`, `info`,
-`progress`, `faults` (deterministic fault injection for tests, `SYNTHVOX_FAULTS`).
+`progress`, `faults` (deterministic fault injection for tests, `SYNTHVOX_FAULTS`). Every file is
+written through `synthvox.core.atomic` (private temporary, fsync, rename).
 
 Byte-reproducibility: a finished store (everything but `logs/`) is a pure function of
 (engine config, bank content, seed, samples, task size, formats, content, versions, device type).

@@ -15,6 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from synthvox.engine.config import engine_config_hash
+from synthvox.engine.templates import resolve_bank
+
 from .layout import CONTENTS
 from .manifest import StoreMismatch
 from .runner import synth_shards
@@ -41,8 +44,6 @@ def convert(store: str | Path, out: str | Path, content: str, *, workers: int | 
     if not src.complete:
         raise ValueError(f"{src.path} is incomplete ({src.manifest.get('tasks_done', 0)}/{src.num_tasks} tasks); "
                          "finish it with the same synthvox synth-shards command first")
-    from synthvox.engine.config import engine_config_hash
-    from synthvox.engine.templates import resolve_bank
 
     cfg = src.engine_config
     here = engine_config_hash(cfg, resolve_bank(cfg.bank).content_hash)

@@ -5,7 +5,7 @@ appearance parameters and noise seeds of every view) and no views: about 0.07 MB
 sample instead of ~3 MB (benchmarks/bench_labels_store.py). Readers re-render the views with the engine's own code
 (`synthvox.engine.render.render_views_from_meta`), so they equal, byte for byte, the views a
 `full` store rendered on the same device type holds; on another device type labels stay equal
-and views may differ by one quantisation step in a few voxels (ARCHITECTURE.md, "Device type").
+and views may differ by one quantisation step in a few voxels (docs/ARCHITECTURE.md, "Device type").
 
     s = next(iter_wds_shard(shard, render_views=False))   # labels + meta
     s = views_from_meta(s)                                 # + views (V, D, H, W) uint8, on CPU
@@ -16,6 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+
+from synthvox.engine.config import EngineConfig
+from synthvox.engine.render import render_labels, render_views_from_meta, view_params
+from synthvox.engine.templates import TemplateBank
 
 __all__ = ["views_from_meta", "labels_only", "render_labels_numpy"]
 
@@ -29,9 +34,7 @@ def views_from_meta(sample: dict[str, Any], device: Any = "cpu", numpy: bool = T
     """
     if "views" in sample:
         return sample
-    import torch
 
-    from synthvox.engine.render import render_views_from_meta
 
     labels = sample["labels"]
     if isinstance(labels, np.ndarray):
@@ -55,12 +58,9 @@ def labels_only(sample: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in sample.items() if k != "views"}
 
 
-def render_labels_numpy(cfg: Any, seed: int, index: int, bank: Any) -> dict[str, Any]:
+def render_labels_numpy(cfg: EngineConfig, seed: int, index: int, bank: TemplateBank) -> dict[str, Any]:
     """Sample `index` as a labels store keeps it: labels (numpy, CPU) and the meta render_sample
     would record (view parameters and seeds included), without painting a single view."""
-    from synthvox.engine.render import render_labels
-    from synthvox.engine.render import view_params
-
     labels, meta = render_labels(cfg, seed, index, bank=bank, device="cpu")
     views = view_params(cfg, seed, index, tuple(labels.shape))
     meta["appearance"] = [a.to_json() for a, _ in views]

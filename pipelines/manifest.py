@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import json
 import os
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator
 
+import numcodecs
 import numpy as np
+import torch
+import zarr
 
 from synthvox.core.atomic import sha256_file, write_bytes, write_json
 from synthvox.core.errors import SynthvoxError
+from synthvox.engine.schema import SCHEMA_VERSION, SchemaError, check_schema_version
 
+from .codecs import describe_codecs
 from .layout import MANIFEST, RECORD_BLOCK, block_path, num_tasks, record_path, stored_arrays, task_range
 
 __all__ = [
@@ -41,12 +47,6 @@ BYTE_DECIDING = ("synthvox", "torch", "numcodecs")
 
 def software_versions() -> dict[str, str]:
     """Versions that decide the bytes of a store (compared at resume and across workers)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    import numcodecs
-    import torch
-    import zarr
-
     try:
         sv = version("synthvox")
     except PackageNotFoundError:
@@ -60,10 +60,6 @@ def software_versions() -> dict[str, str]:
 def make_manifest(*, cfg_dict: dict[str, Any], cfg_hash: str, bank_hash: str, seed: int, samples: int,
                   task_size: int, zarr_shard: int, formats: tuple[str, ...], label_dtype: str,
                   views: int, size: int, content: str = "full") -> dict[str, Any]:
-    from synthvox.engine.schema import SCHEMA_VERSION
-
-    from .codecs import describe_codecs
-
     arrays = stored_arrays(content)  # `shapes` keep the views' shape: readers of a labels store render them
     return {
         "schema_version": SCHEMA_VERSION,
@@ -91,8 +87,6 @@ def make_manifest(*, cfg_dict: dict[str, Any], cfg_hash: str, bank_hash: str, se
 
 def read_manifest(root: Path) -> dict[str, Any]:
     """The manifest of `root`; a missing one or another schema version raises, naming the path."""
-    from synthvox.engine.schema import SchemaError, check_schema_version
-
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: {root} is not a synthvox store (create one with synthvox synth-shards)")

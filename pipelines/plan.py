@@ -6,14 +6,21 @@ calibration renders at <= 64^3, scaled). Nothing per task is materialised.
 """
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from synthvox.core.configbase import replace
+from synthvox.engine.config import EngineConfig
+from synthvox.engine.templates import resolve_bank
 
-from .layout import MANIFEST, num_tasks, zarr_shard_samples
+from . import task
+from .codecs import encode_array
+from .layout import MANIFEST, num_tasks, stored_arrays, zarr_shard_samples
+from .wds_io import _meta_bytes
 
 __all__ = ["plan", "format_plan", "CALIBRATION_SIDE"]
 
@@ -32,19 +39,12 @@ def _free_bytes(path: Path) -> int:
     return shutil.disk_usage(p).free
 
 
-def _calibrate(cfg: Any, seed: int, content: str = "full") -> dict[str, float]:
+def _calibrate(cfg: EngineConfig, seed: int, content: str = "full") -> dict[str, float]:
     """CPU time per sample and compressed bytes per voxel from a few renders at <= 64^3.
 
     Above 64^3 the CPU time is scaled by (size / 64) ** CPU_EXPONENT and the bytes by voxel
     count; both are estimates (samples vary +-50% in cost, and a loaded machine inflates CPU time).
     """
-    from synthvox.core.configbase import replace
-    from synthvox.engine.templates import resolve_bank
-
-    from . import task
-    from .codecs import encode_array
-    from .wds_io import _meta_bytes
-
     # a labels task draws the views' parameters but paints none: calibrate what the tasks will run
     render = task.render_labels_numpy if content == "labels" else task.render_numpy
     bank = resolve_bank(cfg.bank)
@@ -66,12 +66,9 @@ def _calibrate(cfg: Any, seed: int, content: str = "full") -> dict[str, float]:
     }
 
 
-def plan(out: str | Path, samples: int, task_size: int, cfg: Any, formats: tuple[str, ...], seed: int = 0,
+def plan(out: str | Path, samples: int, task_size: int, cfg: EngineConfig, formats: tuple[str, ...], seed: int = 0,
          workers: int | None = None, calibrate: bool = True, content: str = "full") -> dict[str, Any]:
     """The plan of `synth_shards` with these arguments, as a dict."""
-    import os
-
-    from .layout import stored_arrays
 
     stored_arrays(content)  # validates the content kind
     tasks = num_tasks(samples, task_size)
@@ -87,8 +84,6 @@ def plan(out: str | Path, samples: int, task_size: int, cfg: Any, formats: tuple
     }
     mpath = Path(out) / MANIFEST
     if mpath.is_file():
-        import json
-
         m = json.loads(mpath.read_text())
         p["existing"] = {"samples": m.get("samples"), "tasks_done": m.get("tasks_done"), "tasks": m.get("tasks")}
     if calibrate:

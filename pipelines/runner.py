@@ -20,16 +20,22 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import torch
+
 from synthvox.core.atomic import WriteError, write_bytes
 from synthvox.core.errors import SynthvoxError
+from synthvox.engine.config import EngineConfig, engine_config_hash
+from synthvox.engine.schema import label_dtype
+from synthvox.engine.templates import resolve_bank
 
 from .faults import ENV as FAULTS_ENV
 from .faults import parse_faults
+from .layout import DEFAULT_TASK_SIZE, MANIFEST, stored_arrays, task_range, zarr_shard_samples
 from .lock import store_lock
-from .layout import DEFAULT_TASK_SIZE, MANIFEST, num_tasks, stored_arrays, task_range, zarr_shard_samples
-from .manifest import RecordBook, check_compatible, make_manifest, read_manifest
+from .manifest import BYTE_DECIDING, RecordBook, check_compatible, make_manifest, read_manifest, software_versions
 from .progress import Progress
 from .task import FatalTaskError, make_spec, run_task
+from .zarr_io import create_zarr_arrays
 
 __all__ = ["synth_shards", "PipelineError", "FORMATS", "parse_formats", "prepare_store", "cleanup_temporaries"]
 
@@ -81,7 +87,7 @@ def cleanup_temporaries(root: Path) -> int:
     return n
 
 
-def prepare_store(out: str | Path, samples: int, task_size: int, cfg: Any, seed: int,
+def prepare_store(out: str | Path, samples: int, task_size: int, cfg: EngineConfig, seed: int,
                   formats: tuple[str, ...], reverify: bool = False,
                   content: str = "full", lock: ExitStack | None = None) -> tuple[Path, dict[str, Any], RecordBook]:
     """Create or reopen the store (refusing a mismatch), write its metadata, load intact records.
@@ -89,12 +95,6 @@ def prepare_store(out: str | Path, samples: int, task_size: int, cfg: Any, seed:
     With `lock` (an ExitStack), the store's client lock is taken into it before anything is
     cleaned or written (lock.py): a second client stops with StoreBusy.
     """
-    from synthvox.engine.config import engine_config_hash
-    from synthvox.engine.schema import label_dtype
-    from synthvox.engine.templates import resolve_bank
-
-    from .zarr_io import create_zarr_arrays
-
     root = Path(out)
     if samples < 1 or task_size < 1:
         raise ValueError(f"--samples ({samples}) and --task-size ({task_size}) must be >= 1")
@@ -122,21 +122,20 @@ def prepare_store(out: str | Path, samples: int, task_size: int, cfg: Any, seed:
     return root, manifest, book
 
 
-def synth_shards(out: str | Path, samples: int, *, task_size: int | None = None, cfg: Any = None, seed: int = 0,
+def synth_shards(out: str | Path, samples: int, *, task_size: int | None = None, cfg: EngineConfig | None = None, seed: int = 0,
                  formats: tuple[str, ...] | str = ("wds",), workers: int | None = None, scheduler: str | None = None,
                  client: Any = None, max_failures: int = 0, retries: int = 1, reverify: bool = False,
                  progress: bool = True, window: int | None = None, stream: Any = None, content: str = "full",
-                 source: str | Path | None = None) -> dict[str, Any]:
+                 source: str | Path | None = None, renderer: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
     """Render samples [0, samples) of (cfg, seed) into the store `out`; returns a summary dict.
 
     content: "full" (labels and views) or "labels" (labels and meta; readers render the views).
     workers=0 renders in this process (no Dask); workers=None uses one process per core;
     `scheduler` (an address) or `client` (a distributed.Client) use an existing cluster.
     source: a store whose samples the tasks read instead of rendering them (see convert.py).
+    renderer: what renders a sample in the tasks (default the engine; see `run_task`).
     Raises PipelineError (with `.summary`) when tasks failed or the run had to stop.
     """
-    from synthvox.engine.config import EngineConfig
-
     cfg = cfg or EngineConfig()
     formats = parse_formats(formats)
     stored_arrays(content)  # validates the content kind
@@ -148,6 +147,7 @@ def synth_shards(out: str | Path, samples: int, *, task_size: int | None = None,
         root, manifest, book = prepare_store(out, samples, task_size, cfg, seed, formats, reverify, content, lock=held)
         run = _Run(root, manifest, book, seed, formats, max_failures, retries, progress, stream)
         run.source = str(Path(source).resolve()) if source is not None else None
+        run.renderer = renderer
         run.log(f"store {root}: {samples} samples in {manifest['tasks']} tasks of {task_size} "
                 f"({book.tasks_done} already done), formats {','.join(formats)}, content {content}"
                 + (f", from {run.source}" if run.source else ""))
@@ -184,6 +184,7 @@ class _Run:
         self.stream = stream
         self.progress = Progress(manifest["samples"], book.samples_done(), stream=stream, enabled=progress)
         self.source: str | None = None  # a store to convert, read by the tasks
+        self.renderer: Callable[..., dict[str, Any]] | None = None  # None: the tasks' own renderer
         self.failed: list[dict[str, Any]] = []
         self.fatal: str | None = None
         self.completed = 0
@@ -249,8 +250,6 @@ class _Run:
         return None
 
     def run_local(self) -> None:
-        import torch
-
         threads = torch.get_num_threads()  # tasks render single-threaded; give the caller its setting back
         try:
             self._run_local()
@@ -262,7 +261,7 @@ class _Run:
             attempt: int | None = 0
             while attempt is not None:
                 try:
-                    self.on_result(run_task(self.spec(task, attempt)))
+                    self.on_result(run_task(self.spec(task, attempt), self.renderer))
                     attempt = None
                 except Exception as e:  # noqa: BLE001 - classified by on_error
                     attempt = self.on_error(task, attempt, e, lost=False)
@@ -270,7 +269,7 @@ class _Run:
                 return
 
     def run_dask_owned(self, workers: int | None, scheduler: str | None, window: int | None) -> None:
-        from distributed import Client
+        from distributed import Client  # lazily: ~1 s of startup, for cluster runs only
 
         if scheduler:
             with Client(scheduler, timeout="30s") as client:
@@ -281,7 +280,7 @@ class _Run:
             self.run_dask(client, window)
 
     def run_dask(self, client: Any, window: int | None) -> None:
-        from distributed import as_completed
+        from distributed import as_completed  # lazily: ~1 s of startup, for cluster runs only
         from distributed.scheduler import KilledWorker
 
         nworkers = max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info(n_workers=-1)["workers"].values()))
@@ -292,7 +291,7 @@ class _Run:
         tag = f"{os.getpid()}-{id(self) % 100000}"
 
         def submit(task: int, attempt: int) -> None:
-            fut = client.submit(run_task, self.spec(task, attempt), key=f"synthvox-{tag}-t{task}-a{attempt}", pure=False)
+            fut = client.submit(run_task, self.spec(task, attempt), self.renderer, key=f"synthvox-{tag}-t{task}-a{attempt}", pure=False)
             inflight[fut.key] = (task, attempt, fut)
             ac.add(fut)
 
@@ -343,7 +342,7 @@ def local_cluster(workers: int | None) -> Any:
     Thread limits go into the worker environment before torch is imported; a lost worker
     fails its task at once (allowed-failures 0) so the client resubmits it with a new attempt.
     """
-    import dask
+    import dask  # lazily: ~1 s of startup, for cluster runs only
     from distributed import LocalCluster
 
     n = workers or os.cpu_count() or 1
@@ -351,7 +350,7 @@ def local_cluster(workers: int | None) -> Any:
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                silence_logs=logging.ERROR, env=env)
-    from distributed import Client
+    from distributed import Client  # lazily: ~1 s of startup, for cluster runs only
 
     with Client(cluster) as c:
         c.register_plugin(_WorkerPlugin())
@@ -359,7 +358,7 @@ def local_cluster(workers: int | None) -> Any:
 
 
 def _WorkerPlugin() -> Any:
-    from distributed.diagnostics.plugin import WorkerPlugin
+    from distributed.diagnostics.plugin import WorkerPlugin  # lazily: ~1 s of startup, for cluster runs only
 
     class ThreadLimit(WorkerPlugin):
         """One torch thread per single-threaded worker process."""
@@ -367,16 +366,12 @@ def _WorkerPlugin() -> Any:
         name = "synthvox-thread-limit"
 
         def setup(self, worker: Any) -> None:
-            import torch
-
             torch.set_num_threads(1)
 
     return ThreadLimit()
 
 
 def _worker_probe(root: str) -> dict[str, Any]:
-    from .manifest import software_versions
-
     out: dict[str, Any] = {"versions": software_versions()}
     try:
         p = Path(root) / f".probe-{os.getpid()}-{os.uname().nodename}"
@@ -390,8 +385,6 @@ def _worker_probe(root: str) -> dict[str, Any]:
 
 def check_workers(client: Any, root: Path) -> None:
     """Every worker can write the store and runs the client's versions of BYTE_DECIDING."""
-    from .manifest import BYTE_DECIDING, software_versions
-
     mine = software_versions()
     replies: dict[str, dict[str, Any]] = client.run(_worker_probe, str(root))
     if not replies:

@@ -5,6 +5,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
+from synthvox.engine.config import EngineConfig
+
 from .layout import num_tasks, task_range, wds_path
 from .manifest import iter_records, read_manifest
 
@@ -12,7 +14,7 @@ __all__ = ["open_store", "Store"]
 
 
 class Store:
-    """A store directory and its manifest (see ARCHITECTURE.md, "Store")."""
+    """A store directory and its manifest (see docs/ARCHITECTURE.md, "Store")."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -48,8 +50,6 @@ class Store:
 
     @cached_property
     def engine_config(self) -> Any:
-        from synthvox.engine.config import EngineConfig
-
         return EngineConfig.from_dict(self.manifest["engine_config"])
 
     def task_range(self, task: int) -> tuple[int, int]:

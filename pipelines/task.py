@@ -13,7 +13,7 @@ instead of rendering them: to `labels` it drops the views, to `full` it paints t
 """
 from __future__ import annotations
 
-import errno
+import json
 import os
 import socket
 import time
@@ -21,15 +21,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from synthvox.core.atomic import FATAL_ERRNOS, atomic_open, sha256_file, write_json
 from synthvox.core.errors import SynthvoxError
+from synthvox.engine.config import EngineConfig, engine_config_hash
+from synthvox.engine.device import device_type
+from synthvox.engine.render import render_sample, sample_to_numpy
+from synthvox.engine.templates import TemplateBank, resolve_bank
 
-from .faults import inject
+from .faults import inject, parse_faults
 from .labels import labels_only, render_labels_numpy, views_from_meta
 from .layout import record_path, stored_arrays, wds_path
-from .wds_io import WdsWriter
-from .zarr_io import write_zarr_meta, write_zarr_shard
+from .manifest import find_record, read_manifest
+from .wds_io import WdsWriter, iter_wds_shard
+from .zarr_io import ZarrReader, write_zarr_meta, write_zarr_shard
 
 __all__ = ["run_task", "make_spec", "FatalTaskError", "render_numpy", "render_labels_numpy"]
 
@@ -42,25 +48,18 @@ class FatalTaskError(SynthvoxError, RuntimeError):
 
 
 def _limit_threads() -> None:
-    import torch
-
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)  # one single-threaded worker per core: threads would only contend
 
 
 def _bank(spec: str | None) -> Any:
     if spec not in _BANKS:
-        from synthvox.engine.templates import resolve_bank
-
         _BANKS[spec] = resolve_bank(spec)
     return _BANKS[spec]
 
 
-def _engine(cfg_dict: dict[str, Any]) -> tuple[Any, Any, str]:
+def _engine(cfg_dict: dict[str, Any]) -> tuple[EngineConfig, TemplateBank, str]:
     """(EngineConfig, bank, engine config hash), parsed once per process (tiny tasks add up)."""
-    import json
-
-    from synthvox.engine.config import EngineConfig, engine_config_hash
 
     key = json.dumps(cfg_dict, sort_keys=True)
     if key not in _ENGINES:
@@ -70,10 +69,8 @@ def _engine(cfg_dict: dict[str, Any]) -> tuple[Any, Any, str]:
     return _ENGINES[key]
 
 
-def render_numpy(cfg: Any, seed: int, index: int, bank: Any) -> dict[str, Any]:
+def render_numpy(cfg: EngineConfig, seed: int, index: int, bank: TemplateBank) -> dict[str, Any]:
     """Sample `index` as numpy arrays, rendered on CPU (the pipeline's renderer)."""
-    from synthvox.engine.render import render_sample, sample_to_numpy
-
     return sample_to_numpy(render_sample(cfg, seed, index, bank=bank, device="cpu"))
 
 
@@ -91,16 +88,12 @@ def _source_samples(source: str, task: int, start: int, stop: int) -> tuple[Call
     Reads the source's tar shard of the same task (both stores share the task size) or, in a
     Zarr-only store, its samples by index; views are never rendered here.
     """
-    from .manifest import find_record, read_manifest
-
     m = read_manifest(Path(source))
     rec = find_record(Path(source), task)
     if rec is None or list(rec["range"]) != [start, stop]:
         raise FatalTaskError(f"source store {source} has no finished task {task} with samples [{start}, {stop}); "
                              "finish it with synthvox synth-shards before converting")
     if "wds" in m["formats"]:
-        from .wds_io import iter_wds_shard
-
         it = iter_wds_shard(wds_path(Path(source), task), render_views=False)
 
         def get(i: int) -> dict[str, Any]:
@@ -109,8 +102,6 @@ def _source_samples(source: str, task: int, start: int, stop: int) -> tuple[Call
                 raise ValueError(f"{wds_path(Path(source), task)}: sample {s['index']} where {i} was expected (damaged shard)")
             return s
     else:
-        from .zarr_io import ZarrReader
-
         reader = ZarrReader(source, render_views=False)
         get = reader.__getitem__
     return get, rec.get("device_type")
@@ -118,10 +109,6 @@ def _source_samples(source: str, task: int, start: int, stop: int) -> tuple[Call
 
 def run_task(spec: dict[str, Any], renderer: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
     """Render and write one task; return its record plus `log` (host, seconds: not stored in records/)."""
-    from synthvox.engine.device import device_type
-
-    from .faults import parse_faults
-
     t0, c0 = time.perf_counter(), time.process_time()
     _limit_threads()
     root, task, attempt = Path(spec["root"]), int(spec["task"]), int(spec["attempt"])
@@ -138,10 +125,10 @@ def run_task(spec: dict[str, Any], renderer: Callable[..., dict[str, Any]] | Non
         if content == "labels":
             dev_type = src_type  # nothing is rendered: the labels are the source's
 
-            def render(cfg: Any, seed: int, i: int, bank: Any) -> dict[str, Any]:
+            def render(cfg: EngineConfig, seed: int, i: int, bank: TemplateBank) -> dict[str, Any]:
                 return labels_only(get(i))
         else:
-            def render(cfg: Any, seed: int, i: int, bank: Any) -> dict[str, Any]:
+            def render(cfg: EngineConfig, seed: int, i: int, bank: TemplateBank) -> dict[str, Any]:
                 return views_from_meta(get(i))
     else:
         render = renderer or (render_labels_numpy if content == "labels" else render_numpy)
@@ -165,7 +152,7 @@ def run_task(spec: dict[str, Any], renderer: Callable[..., dict[str, Any]] | Non
     return record
 
 
-def _write_task(root: Path, task: int, attempt: int, spec: dict[str, Any], cfg: Any, bank: Any,
+def _write_task(root: Path, task: int, attempt: int, spec: dict[str, Any], cfg: EngineConfig, bank: TemplateBank,
                 render: Callable[..., dict[str, Any]], formats: list[str], zs: int,
                 rules: list[dict[str, Any]], arrays: tuple[str, ...] = ("labels", "views")) -> dict[str, dict[str, Any]]:
     start, stop, seed = int(spec["start"]), int(spec["stop"]), int(spec["seed"])

@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from synthvox.core.atomic import sha256_file
+from synthvox.engine.device import device_type, same_device_type
+from synthvox.engine.templates import resolve_bank
 
-from .layout import num_tasks, stored_arrays, task_range, wds_path
+from .labels import views_from_meta
+from .layout import num_tasks, stored_arrays, task_range, wds_path, zarr_shard_key
 from .manifest import read_manifest, record_is_intact
 from .store import open_store
+from .task import render_numpy
+from .wds_io import iter_wds_shard
+from .zarr_io import ZarrReader
 
 __all__ = ["verify", "verify_task", "format_report"]
 
@@ -59,9 +65,6 @@ def _check_sample(s: dict[str, Any], manifest: dict[str, Any], where: str) -> li
 def verify_task(root: str, task: int, manifest: dict[str, Any], record: dict[str, Any] | None,
                 check_hash: bool, decode: bool | list[int]) -> list[dict[str, Any]]:
     """Problems of one task as [{'task', 'file', 'problem'}] (empty when it is sound)."""
-    from .wds_io import iter_wds_shard
-    from .zarr_io import ZarrReader
-
     rootp = Path(root)
     a, b = task_range(task, manifest["samples"], manifest["task_size"])
     probs: list[dict[str, Any]] = []
@@ -106,8 +109,6 @@ def verify_task(root: str, task: int, manifest: dict[str, Any], record: dict[str
         except (tarfile.TarError, ValueError, RuntimeError, OSError, KeyError) as e:
             bad(rel, f"does not decode: {e}")
     if "zarr" in manifest["formats"]:
-        from .layout import zarr_shard_key
-
         arrays = ZarrReader(rootp, allow_partial=True, render_views=False)._open()
         zs = manifest["zarr_shard"]
         for name in stored_arrays(manifest.get("content", "full")):
@@ -138,15 +139,8 @@ def verify_task(root: str, task: int, manifest: dict[str, Any], record: dict[str
     return probs
 
 
-def _rerender_check(store: Any, indices: list[int], records: dict[int, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    from synthvox.engine.device import device_type, same_device_type
-    from synthvox.engine.templates import resolve_bank
-
-    from .labels import views_from_meta
-    from .task import render_numpy
-    from .wds_io import iter_wds_shard
-    from .zarr_io import ZarrReader
-
+def _rerender_check(store: Any, indices: list[int], records: dict[int, dict[str, Any]],
+                    renderer: Callable[..., dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     m = store.manifest
     labels_store = store.content == "labels"
     cfg = store.engine_config
@@ -165,7 +159,7 @@ def _rerender_check(store: Any, indices: list[int], records: dict[int, dict[str,
         else:
             exact = same_device_type(rec["device_type"], here)
             modes.add("exact (same device type)" if exact else "labels exact, views within one quantisation step (other device type)")
-        fresh = render_numpy(cfg, m["seed"], i, bank)
+        fresh = renderer(cfg, m["seed"], i, bank)
         stored = []
         if "wds" in store.formats:
             rel = wds_path(store.path, task).relative_to(store.path).as_posix()
@@ -195,11 +189,12 @@ def _rerender_check(store: Any, indices: list[int], records: dict[int, dict[str,
 
 
 def verify(store: str | Path, quick: bool = False, rerender: int = 0, scheduler: str | None = None,
-           client: Any = None, seed: int = 0) -> dict[str, Any]:
+           client: Any = None, seed: int = 0, renderer: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
     """Check a store; returns {'ok', 'problems': [...], 'bad_files', 'checked', 'comparison', ...}.
 
     quick: sizes only (no sha256) and K = max(rerender, 8) random samples decoded.
     scheduler/client: run the per-task checks on a Dask cluster.
+    renderer: what re-renders the samples (default the pipeline's `task.render_numpy`).
     """
     st = open_store(store)
     m = read_manifest(st.path)
@@ -219,7 +214,7 @@ def verify(store: str | Path, quick: bool = False, rerender: int = 0, scheduler:
         for a in args:
             problems += verify_task(*a)
     pick = sorted(int(i) for i in rng.choice(m["samples"], min(rerender, m["samples"]), replace=False)) if rerender else []
-    rr_probs, modes = _rerender_check(st, pick, records) if pick else ([], [])
+    rr_probs, modes = _rerender_check(st, pick, records, renderer or render_numpy) if pick else ([], [])
     problems += rr_probs
     bad_files = sorted({p["file"] for p in problems})
     return {
@@ -231,7 +226,7 @@ def verify(store: str | Path, quick: bool = False, rerender: int = 0, scheduler:
 
 
 def _verify_dask(args: list[tuple], client: Any, scheduler: str | None) -> list[dict[str, Any]]:
-    from distributed import Client, as_completed
+    from distributed import Client, as_completed  # lazily: ~1 s of startup, for cluster runs only
 
     own = client is None
     client = client or Client(scheduler, timeout="30s")

@@ -21,9 +21,8 @@ import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-import numpy as np
-
 from .codecs import decode_array, encode_array
+from .labels import views_from_meta
 
 __all__ = ["encode_array", "decode_array", "WdsWriter", "iter_wds_shard", "decode_wds_sample", "sample_key"]
 
@@ -98,8 +97,6 @@ def iter_wds_shard(path: str | Path, render_views: bool = True) -> Iterator[dict
     A truncated or damaged tar raises `tarfile.ReadError` / `ValueError` naming the file.
     """
     if render_views:
-        from .labels import views_from_meta
-
         for s in iter_wds_shard(path, render_views=False):  # rendering errors are not tar errors
             yield views_from_meta(s)
         return

@@ -20,21 +20,22 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
 
 from synthvox.core.atomic import WriteError, explain_oserror, write_bytes
+from synthvox.engine.schema import check_schema_version
 
+from .codecs import DELTA_KINDS, LEVELS
 from .labels import views_from_meta
 from .layout import MANIFEST, stored_arrays, zarr_meta_path, zarr_shard_key
+from .zarr_codec import PlaneDelta  # importing zarr_codec registers synthvox.plane_delta with zarr
 
 __all__ = ["create_zarr_arrays", "write_zarr_shard", "write_zarr_meta", "ZarrReader"]
 
 
 def _codecs(name: str) -> dict[str, Any]:
     """create_array's filters and compressors for array `name`: the tar members' chain."""
-    from zarr.codecs import ZstdCodec
-
-    from .codecs import DELTA_KINDS, LEVELS
-    from .zarr_codec import PlaneDelta
 
     out: dict[str, Any] = {"compressors": ZstdCodec(level=LEVELS[name], checksum=True)}
     if name in DELTA_KINDS:
@@ -45,8 +46,6 @@ def _codecs(name: str) -> dict[str, Any]:
 def create_zarr_arrays(root: Path, samples: int, size: int, views: int, label_dtype: str, zarr_shard: int,
                        arrays: tuple[str, ...] = ("labels", "views")) -> None:
     """Create (or grow) the group and its arrays; metadata only, written by the client once."""
-    import zarr
-
     zroot = Path(root) / "zarr"
     shapes = {"labels": (samples, size, size, size), "views": (samples, views, size, size, size)}
     shapes = {k: v for k, v in shapes.items() if k in arrays}
@@ -77,9 +76,6 @@ def write_zarr_shard(root: Path, array: str, shard: int, zarr_shard: int, data: 
     Returns the store-relative path of the shard file. The shard is encoded by a temporary
     array (same `zarr.json`) in a private directory beside the final one, in one write call.
     """
-    import zarr
-
-    from . import zarr_codec  # noqa: F401  (registers synthvox.plane_delta)
 
     root = Path(root)
     final_meta = root / "zarr" / array / "zarr.json"
@@ -130,7 +126,6 @@ class ZarrReader:
     def __init__(self, store_path: str | Path, allow_partial: bool = False, render_views: bool = True) -> None:
         self.path = Path(store_path)
         manifest = json.loads((self.path / MANIFEST).read_text())
-        from synthvox.engine.schema import check_schema_version
 
         check_schema_version(manifest.get("schema_version"), str(self.path / MANIFEST))
         if "zarr" not in manifest["formats"]:
@@ -153,9 +148,7 @@ class ZarrReader:
 
     def _open(self) -> dict[str, Any]:
         if self._arrays is None or self._pid != os.getpid():  # reopen in a forked DataLoader worker
-            import zarr
 
-            from . import zarr_codec  # noqa: F401  (registers synthvox.plane_delta)
 
             g = zarr.open_group(str(self.path / "zarr"), mode="r", zarr_format=3)
             self._arrays = {name: g[name] for name in stored_arrays(self.content)}

@@ -13,23 +13,22 @@ import numpy as np
 import pytest
 import torch
 
-from synthvox.engine.appearance._ops import resize_linear, rfft3, irfft3
+from synthvox.engine.appearance._ops import irfft3, resize_linear, rfft3, rfft_freqs
 from synthvox.engine.appearance.blur import circular_blur, spatial_ok
 from synthvox.engine.appearance.gamma import apply_gamma
 from synthvox.engine.appearance.gibbs import gibbs_factor, gibbs_mask
 from synthvox.engine.appearance.kspace import _filter, apply_kspace
-from synthvox.engine.appearance._ops import rfft_freqs
 from synthvox.engine.ensemble import EnsembleConfig, apply_ensemble, label_map, sample_ensemble
-from synthvox.engine.ensemble.affine import (BlockGrid, candidate_blocks, classify, cull_empty, solid_table,
-                                             split_solid)
+from synthvox.engine.ensemble.affine import BlockGrid, candidate_blocks, classify, cull_empty, solid_table, split_solid
 from synthvox.engine.ensemble.mask import inside_box, mask_with
 from synthvox.engine.ensemble.params import ForegroundParams, shape_matrix
 from synthvox.engine.ensemble.place import _OccupancyCache, _padded_template, place_shapes
 from synthvox.engine.ensemble.smooth import _sparse_nonzero, majority3, majority3_reference
 from synthvox.engine.render import quantise_into
 from synthvox.engine.schema import quantise
-from test_ensemble import StandInBank, _naive_place
 from synthvox.engine.seeds import numpy_rng, torch_generator
+
+from helpers.ensemble import StandInBank, naive_place
 
 CPU = torch.device("cpu")
 
@@ -219,7 +218,7 @@ def test_solid_blocks_are_found_and_placement_is_unchanged_by_them_and_by_the_ca
         assert torch.equal(a, b)
         assert torch.equal(place_shapes(p, bank, CPU), a)
         # solid painting equals plain nearest-neighbour resampling
-        ref = _naive_place(p, bank)
+        ref = naive_place(p, bank)
         assert (a.long().view(-1) == ref.view(-1)).float().mean() > 0.999
 
 

@@ -207,7 +207,7 @@ def test_cli_fewshot_reference_unet(tmp_path):
 
 
 def test_eval_deformation_helpers():
-    from synthvox.downstream.evaluate import _halve, contrast_curve, rigid_offset, smooth_warp, warp_array
+    from synthvox.downstream.evaluate import halve, contrast_curve, rigid_offset, smooth_warp, warp_array
 
     rng = np.random.default_rng(0)
     d = smooth_warp((12, 14, 10), rng, std_vox=1.0)
@@ -220,11 +220,11 @@ def test_eval_deformation_helpers():
     np.testing.assert_allclose(warp_array(x, shift, False)[:-1], x[1:], atol=1e-5)
     c = contrast_curve(x, rng)
     assert c.min() >= 0 and c.max() <= 1 and c[x == x.min()].item() == 0
-    img, aff = _halve(np.arange(4 * 4 * 4, dtype=np.float32).reshape(4, 4, 4), np.eye(4), False)
+    img, aff = halve(np.arange(4 * 4 * 4, dtype=np.float32).reshape(4, 4, 4), np.eye(4), False)
     assert img.shape == (2, 2, 2) and img[0, 0, 0] == pytest.approx(np.mean([0, 1, 4, 5, 16, 17, 20, 21]))
     np.testing.assert_allclose(aff[:3, 3], 0.5) and np.testing.assert_allclose(np.diag(aff)[:3], 2.0)
     lab = np.zeros((4, 4, 4), np.int64)
     lab[:2, :2, :2] = 3
     lab[0, 0, 0] = 5
-    lab2, _ = _halve(lab, np.eye(4), True)
+    lab2, _ = halve(lab, np.eye(4), True)
     assert lab2[0, 0, 0] == 3 and lab2[1, 1, 1] == 0

@@ -16,7 +16,9 @@ from synthvox.engine.config import EngineConfig
 from synthvox.pipelines import (ZarrReader, convert, info, iter_wds_shard, open_store, plan, synth_shards, verify,
                                 views_from_meta)
 from synthvox.pipelines.manifest import StoreMismatch
-from test_pipelines_common import tree_digest
+
+from helpers.stores import tree_digest
+from helpers.train import tiny_train_config
 
 CFG = EngineConfig(size=24)
 SEED, N, TASK = 3, 5, 2
@@ -155,21 +157,12 @@ def test_dry_run_knows_labels_content(tmp_path):
     assert r.exit_code == 0 and "content labels" in r.output and not (tmp_path / "q").exists()
 
 
-def _tiny(**kw):
-    from synthvox.train.config import load_train_config
-
-    base = dict(steps=2, crop=16, widths=[4, 8, 16], workers=0, n_voxels=32, head_width=32, ckpt_every=100,
-                warmup_steps=1, lr=3e-3)
-    base.update(kw)
-    return load_train_config(None, **base)
-
-
 @pytest.mark.parametrize("workers", [0, 2])
 def test_training_from_a_labels_store_equals_training_from_the_full_store(stores, tmp_path, workers):
     from synthvox.train.pretrain import pretrain
 
     full, lab = stores
-    cfg = _tiny(workers=workers, val_samples=1 if workers == 0 else 0, val_every=2)
+    cfg = tiny_train_config(steps=2, warmup_steps=1, workers=workers, val_samples=1 if workers == 0 else 0, val_every=2)
     a = pretrain(tmp_path / "f", cfg, full, log=QUIET)
     b = pretrain(tmp_path / "l", cfg, lab, log=QUIET)
     assert a["steps"] == b["steps"] == 2 and a["weights_sha256"] == b["weights_sha256"]

@@ -1,4 +1,4 @@
-"""The pipelines commands through click (in-process, stand-in renderer)."""
+"""The pipelines commands through click (in-process, the engine at 8^3)."""
 from __future__ import annotations
 
 import json
@@ -6,14 +6,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-import synthvox.pipelines.task as task_mod
 from synthvox.cli.main import main
-from test_pipelines_common import fake_render
 
 
 @pytest.fixture(autouse=True)
-def fake(monkeypatch):
-    monkeypatch.setattr(task_mod, "render_numpy", fake_render)
+def no_faults(monkeypatch):
     monkeypatch.delenv("SYNTHVOX_FAULTS", raising=False)
 
 
@@ -33,8 +30,12 @@ def test_synth_shards_info_verify_convert(tmp_path):
     (tmp_path / "s" / "wds" / "shard-000001.tar").write_bytes(b"broken")
     r = CliRunner().invoke(main, ["verify", out, "--quick"])
     assert r.exit_code == 1 and "wds/shard-000001.tar" in r.output and "BAD" in r.output
-    r = CliRunner().invoke(main, ["convert"])  # implemented in issue 7 (tests/test_labels_store.py)
-    assert r.exit_code != 0 and "Missing argument" in r.output
+    # our refusals, not click's: a message naming the store and the fix, no traceback
+    r = CliRunner().invoke(main, ["convert", out, "--content", "full", "--out", str(tmp_path / "copy")])
+    assert r.exit_code == 1 and "already holds content 'full'" in r.output and "copy the directory" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "copy").exists()
+    r = CliRunner().invoke(main, ["convert", out, "--content", "labels", "--out", out])
+    assert r.exit_code == 1 and "is the source store itself" in r.output
 
 
 def test_synth_shards_refusals_are_clean_messages(tmp_path):

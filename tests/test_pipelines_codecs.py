@@ -14,7 +14,8 @@ from numcodecs import Zstd
 
 from synthvox.pipelines.codecs import DELTA_KINDS, decode_array, delta_planes, encode_array, undelta_planes
 from synthvox.pipelines.manifest import read_manifest
-from test_pipelines_common import run_synth
+
+from helpers.stores import run_synth
 
 
 def _smooth_views(rng: np.random.Generator, shape=(2, 12, 10, 9)) -> np.ndarray:

@@ -1,24 +1,17 @@
 """The Dask runner on a real 2-worker LocalCluster (shared by this module's tests)."""
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
-import synthvox.pipelines.task as task_mod
 from synthvox.engine.config import EngineConfig
 from synthvox.pipelines import synth_shards, verify
 from synthvox.pipelines.runner import PipelineError, check_workers, local_cluster
-from test_pipelines_common import (engine_works, fake_render, file_stats, patch_workers_with_fake, run_cli, run_synth,
-                                   tree_digest)
+
+from helpers.stores import file_stats, run_cli, run_synth, tree_digest
 
 CFG = EngineConfig(size=8)
-
-
-@lru_cache(maxsize=1)
-def _real() -> bool:
-    return engine_works()
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +20,6 @@ def client():
 
     cluster = local_cluster(2)
     c = Client(cluster)
-    if not _real():
-        patch_workers_with_fake(c)
     yield c
     c.close()
     cluster.close()
@@ -37,8 +28,6 @@ def client():
 @pytest.fixture
 def local_render(monkeypatch):
     monkeypatch.delenv("SYNTHVOX_FAULTS", raising=False)
-    if not _real():
-        monkeypatch.setattr(task_mod, "render_numpy", fake_render)
 
 
 def test_two_dask_workers_give_the_same_bytes_as_in_process(tmp_path, client, local_render):
@@ -83,8 +72,6 @@ def test_worker_check_names_an_unwritable_store(client, tmp_path):
 
 @pytest.mark.slow
 def test_cli_with_its_own_cluster_killed_client_resumes(tmp_path):
-    if not _real():
-        pytest.skip("needs the real engine (workers of a fresh cluster render with it)")
     out, ref = tmp_path / "s", tmp_path / "ref"
     p = run_synth(out, 16, 2, workers=2, fake=False, faults="kill-client:done=3")
     assert p.returncode == 87, p.stderr

@@ -7,41 +7,33 @@ import json
 import os
 import tarfile
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import synthvox.pipelines.task as task_mod
+from synthvox.core.atomic import WriteError
 from synthvox.engine.config import EngineConfig
 from synthvox.pipelines import ZarrReader, info, iter_wds_shard, open_store, synth_shards, verify
-from synthvox.core.atomic import WriteError
 from synthvox.pipelines.manifest import StoreMismatch
 from synthvox.pipelines.runner import PipelineError
-from test_pipelines_common import engine_works, fake_render, file_stats, run_synth, tree_digest
+
+from helpers.render import fake_render
+from helpers.stores import file_stats, run_synth, tree_digest
 
 CFG = EngineConfig(size=8)
 
 
-@lru_cache(maxsize=1)
-def _real() -> bool:
-    return engine_works()
-
-
 @pytest.fixture
-def render(monkeypatch):
-    """The renderer the store uses: the real engine once it works, else the stand-in."""
-    if _real():
-        return task_mod.render_numpy
-    monkeypatch.setattr(task_mod, "render_numpy", fake_render)
-    return fake_render
+def render():
+    """The renderer of the stores the engine writes (a failing engine fails these tests)."""
+    return task_mod.render_numpy
 
 
 @pytest.fixture
 def fake(monkeypatch):
-    """Always the stand-in (fast; for layout and fault tests)."""
-    monkeypatch.setattr(task_mod, "render_numpy", fake_render)
+    """The stand-in renderer, which the tests pass as `renderer=` (fast; for layout and fault tests)."""
     monkeypatch.delenv("SYNTHVOX_FAULTS", raising=False)
     return fake_render
 
@@ -86,7 +78,7 @@ def test_round_trip_both_formats_equal_rendered_samples(tmp_path, render):
 
 def test_tar_has_fixed_metadata_and_names(tmp_path, fake):
     out = tmp_path / "s"
-    synth_shards(out, 3, task_size=3, cfg=CFG, workers=0, progress=False)
+    synth_shards(out, 3, task_size=3, cfg=CFG, workers=0, progress=False, renderer=fake_render)
     with tarfile.open(out / "wds" / "shard-000000.tar") as tar:
         members = tar.getmembers()
     assert [m.name for m in members[:3]] == ["0000000000.labels.npy.zst", "0000000000.views.npy.zst", "0000000000.meta.json"]
@@ -98,27 +90,28 @@ def test_tar_has_fixed_metadata_and_names(tmp_path, fake):
 
 def test_same_arguments_give_identical_bytes_and_rerun_is_a_noop(tmp_path, fake):
     a, b = tmp_path / "a", tmp_path / "b"
-    synth_shards(a, 10, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False)
-    synth_shards(b, 10, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False)
+    synth_shards(a, 10, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False, renderer=fake_render)
+    synth_shards(b, 10, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False, renderer=fake_render)
     assert tree_digest(a) == tree_digest(b)
     before = file_stats(a, "wds") | file_stats(a, "zarr")
-    s = synth_shards(a, 10, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False)
+    s = synth_shards(a, 10, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False, renderer=fake_render)
     assert s["tasks_skipped"] == 3 and s["tasks_rendered"] == 0
     assert file_stats(a, "wds") | file_stats(a, "zarr") == before
     # another seed gives other bytes
     c = tmp_path / "c"
-    synth_shards(c, 10, task_size=4, cfg=CFG, seed=1, formats="wds,zarr", workers=0, progress=False)
+    synth_shards(c, 10, task_size=4, cfg=CFG, seed=1, formats="wds,zarr", workers=0, progress=False, renderer=fake_render)
     assert tree_digest(c)["wds/shard-000000.tar"] != tree_digest(a)["wds/shard-000000.tar"]
 
 
 def test_growing_appends_tasks_and_equals_a_fresh_store(tmp_path, fake):
     a, b = tmp_path / "a", tmp_path / "b"
-    synth_shards(a, 6, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False)
+    synth_shards(a, 6, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False, renderer=fake_render)
     kept = file_stats(a, "wds")["wds/shard-000000.tar"]
-    s = synth_shards(a, 13, cfg=CFG, formats="wds,zarr", workers=0, progress=False)  # task size: the store's
+    # task size: the store's
+    s = synth_shards(a, 13, cfg=CFG, formats="wds,zarr", workers=0, progress=False, renderer=fake_render)
     assert s["tasks_skipped"] == 1 and s["tasks_rendered"] == 3  # the short last task is redone
     assert file_stats(a, "wds")["wds/shard-000000.tar"] == kept
-    synth_shards(b, 13, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False)
+    synth_shards(b, 13, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False, renderer=fake_render)
     assert tree_digest(a) == tree_digest(b)
     assert open_store(a).num_samples == 13 and len(ZarrReader(a)) == 13
 
@@ -132,11 +125,11 @@ def test_growing_appends_tasks_and_equals_a_fresh_store(tmp_path, fake):
 ])
 def test_mismatched_store_is_refused_with_a_message(tmp_path, fake, change, needle):
     out = tmp_path / "s"
-    synth_shards(out, 8, task_size=4, cfg=CFG, workers=0, progress=False)
+    synth_shards(out, 8, task_size=4, cfg=CFG, workers=0, progress=False, renderer=fake_render)
     kw = {"task_size": 4, "cfg": CFG, "seed": 0, "formats": "wds", "samples": 8} | change
     samples = kw.pop("samples")
     with pytest.raises(StoreMismatch, match=needle) as e:
-        synth_shards(out, samples, workers=0, progress=False, **kw)
+        synth_shards(out, samples, workers=0, progress=False, renderer=fake_render, **kw)
     assert "manifest.json" in str(e.value)
 
 
@@ -144,7 +137,7 @@ def test_other_schema_version_is_refused_naming_the_path(tmp_path, fake):
     from synthvox.engine.schema import SchemaError
 
     out = tmp_path / "s"
-    synth_shards(out, 2, task_size=2, cfg=CFG, workers=0, progress=False)
+    synth_shards(out, 2, task_size=2, cfg=CFG, workers=0, progress=False, renderer=fake_render)
     m = json.loads((out / "manifest.json").read_text())
     m["schema_version"] = 999
     (out / "manifest.json").write_text(json.dumps(m))
@@ -156,21 +149,21 @@ def test_deterministic_failure_is_reported_not_retried_forever(tmp_path, fake, m
     monkeypatch.setenv("SYNTHVOX_FAULTS", "fail:task=1")
     out = tmp_path / "s"
     with pytest.raises(PipelineError, match="task 1") as e:
-        synth_shards(out, 12, task_size=4, cfg=CFG, workers=0, max_failures=1, progress=False)
+        synth_shards(out, 12, task_size=4, cfg=CFG, workers=0, max_failures=1, progress=False, renderer=fake_render)
     s = e.value.summary
     assert [f["task"] for f in s["failed"]] == [1] and s["tasks_done"] == 2 and not s["complete"]
     assert "samples [4, 8)" in str(e.value)
     assert not open_store(out).complete
     # fixed: rerunning finishes the store, rendering only the failed task
     monkeypatch.delenv("SYNTHVOX_FAULTS")
-    s2 = synth_shards(out, 12, task_size=4, cfg=CFG, workers=0, progress=False)
+    s2 = synth_shards(out, 12, task_size=4, cfg=CFG, workers=0, progress=False, renderer=fake_render)
     assert s2["tasks_rendered"] == 1 and s2["complete"]
 
 
 def test_too_many_failures_stop_the_run(tmp_path, fake, monkeypatch):
     monkeypatch.setenv("SYNTHVOX_FAULTS", "fail:task=0;fail:task=1")
     with pytest.raises(PipelineError, match="max-failures 0") as e:
-        synth_shards(tmp_path / "s", 16, task_size=4, cfg=CFG, workers=0, progress=False)
+        synth_shards(tmp_path / "s", 16, task_size=4, cfg=CFG, workers=0, progress=False, renderer=fake_render)
     assert e.value.summary["tasks_done"] == 0  # stopped at the first failure
 
 
@@ -178,7 +171,7 @@ def test_full_disk_gives_a_clear_error_and_no_half_file(tmp_path, fake, monkeypa
     monkeypatch.setenv("SYNTHVOX_FAULTS", "enospc:task=1")
     out = tmp_path / "s"
     with pytest.raises(PipelineError) as e:
-        synth_shards(out, 12, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False)
+        synth_shards(out, 12, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False, renderer=fake_render)
     msg = str(e.value)
     assert "disk is full" in msg and "shard-000001.tar" in msg and "rerun" in msg
     assert not (out / "wds" / "shard-000001.tar").exists()
@@ -190,22 +183,22 @@ def test_store_path_not_writable(tmp_path, fake):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(OSError, match="not writable|cannot write|Not a directory"):
-        synth_shards(blocker / "store", 4, task_size=2, cfg=CFG, workers=0, progress=False)
+        synth_shards(blocker / "store", 4, task_size=2, cfg=CFG, workers=0, progress=False, renderer=fake_render)
     if os.geteuid() != 0:  # root ignores permission bits
         ro = tmp_path / "ro"
         ro.mkdir()
         ro.chmod(0o555)
         try:
             with pytest.raises(WriteError, match="not writable"):
-                synth_shards(ro / "store", 4, task_size=2, cfg=CFG, workers=0, progress=False)
+                synth_shards(ro / "store", 4, task_size=2, cfg=CFG, workers=0, progress=False, renderer=fake_render)
         finally:
             ro.chmod(0o755)
 
 
 def test_verify_names_a_truncated_tar_and_a_flipped_zarr_chunk(tmp_path, fake):
     out = tmp_path / "s"
-    synth_shards(out, 12, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False)
-    ok = verify(out, rerender=3)
+    synth_shards(out, 12, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False, renderer=fake_render)
+    ok = verify(out, rerender=3, renderer=fake_render)
     assert ok["ok"] and ok["decoded"] == 12 and ok["rerendered"] == 3
     assert ok["comparison"] == ["exact (same device type)"]
     tar = out / "wds" / "shard-000001.tar"
@@ -220,22 +213,22 @@ def test_verify_names_a_truncated_tar_and_a_flipped_zarr_chunk(tmp_path, fake):
     quick = verify(out, quick=True)  # sizes only: the truncation shows, the flipped byte may not
     assert "wds/shard-000001.tar" in quick["bad_files"]
     # resume with --reverify re-renders both and the store verifies again
-    s = synth_shards(out, 12, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False, reverify=True)
+    s = synth_shards(out, 12, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False, renderer=fake_render,
+                     reverify=True)
     assert s["tasks_rendered"] == 2
     assert verify(out)["ok"]
 
 
 def test_verify_rerender_detects_content_that_does_not_match_the_config(tmp_path, fake, monkeypatch):
     out = tmp_path / "s"
-    synth_shards(out, 4, task_size=4, cfg=CFG, workers=0, progress=False)
+    synth_shards(out, 4, task_size=4, cfg=CFG, workers=0, progress=False, renderer=fake_render)
 
     def other(cfg, seed, index, bank):
         s = fake_render(cfg, seed, index, bank)
         s["views"] = s["views"] // 2
         return s
 
-    monkeypatch.setattr(task_mod, "render_numpy", other)
-    r = verify(out, rerender=2)
+    r = verify(out, rerender=2, renderer=other)
     assert not r["ok"] and "views differ" in r["problems"][0]["problem"]
 
 
@@ -255,13 +248,13 @@ def test_killed_client_resumes_without_rewriting_complete_shards(tmp_path, fake)
     for k, v in before.items():
         if "/c/" in k or k.endswith(".tar"):
             assert after[k] == v, f"{k} was rewritten"
-    synth_shards(ref, 20, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False)
+    synth_shards(ref, 20, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False, renderer=fake_render)
     assert tree_digest(out) == tree_digest(ref)  # temporaries gone, bytes equal to an uninterrupted run
 
 
 def test_info_summarises_the_store(tmp_path, fake):
     out = tmp_path / "s"
-    synth_shards(out, 6, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False)
+    synth_shards(out, 6, task_size=4, cfg=CFG, formats="wds,zarr", workers=0, progress=False, renderer=fake_render)
     d = info(out)
     assert d["samples"] == 6 and d["tasks"] == 2 and d["complete"] and d["formats"] == ["wds", "zarr"]
     assert d["bytes_per_sample"]["wds"] > 0 and d["bytes_per_sample"]["zarr"] > 0
@@ -285,7 +278,7 @@ def test_shards_stream_through_webdataset_with_decode_wds_sample(tmp_path, fake)
     from synthvox.pipelines import decode_wds_sample
 
     out = tmp_path / "s"
-    synth_shards(out, 7, task_size=3, cfg=CFG, workers=0, progress=False)
+    synth_shards(out, 7, task_size=3, cfg=CFG, workers=0, progress=False, renderer=fake_render)
     urls = [str(p) for p in open_store(out).wds_shards()]
     ds = wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node).map(decode_wds_sample)
     got = list(ds)
@@ -320,7 +313,7 @@ def test_full_disk_in_a_zarr_only_store_names_the_shard(tmp_path, fake, monkeypa
     monkeypatch.setenv("SYNTHVOX_FAULTS", "enospc:task=0")
     out = tmp_path / "s"
     with pytest.raises(PipelineError, match=r"disk is full") as e:
-        synth_shards(out, 4, task_size=4, cfg=CFG, formats="zarr", workers=0, progress=False)
+        synth_shards(out, 4, task_size=4, cfg=CFG, formats="zarr", workers=0, progress=False, renderer=fake_render)
     assert "zarr/labels/c/0/0/0/0" in str(e.value)
     assert not (out / "zarr" / "labels" / "c").exists()
     assert [n for n in os.listdir(out / "zarr") if n.startswith(".tmp")] == []

@@ -121,11 +121,27 @@ def test_render_views_and_from_meta_equal_render_sample(cfg):
         render_views_from_meta(labels, meta)  # labels meta has no view parameters
 
 
-def test_intensity_steps_never_touch_labels(cfg):
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8])
+def test_intensity_steps_never_touch_labels(cfg, dtype, monkeypatch):
+    import synthvox.engine.render as render_mod
+
     labels, _ = render_labels(cfg, 2, 2)
+    labels = labels.to(dtype)
     before = labels.clone()
-    render_views(labels, cfg, 2, 2)
+    seen = []
+    real = render_mod.apply_appearance
+
+    def spy(idx, *args, **kwargs):
+        seen.append(idx.data_ptr() == labels.data_ptr())
+        return real(idx, *args, **kwargs)
+
+    monkeypatch.setattr(render_mod, "apply_appearance", spy)
+    views = render_views(labels, cfg, 2, 2)
+    # int32/int64 labels reach every appearance step as the caller's own tensor (no copy): the
+    # path on which a step writing into its input would corrupt them
+    assert seen == [dtype != torch.uint8] * cfg.views
     assert torch.equal(labels, before)
+    assert torch.equal(views, render_views(before.to(torch.uint8), cfg, 2, 2))
 
 
 def test_label_dtype_follows_max_labels(bank_path):

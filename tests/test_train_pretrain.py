@@ -15,54 +15,19 @@ import numpy as np
 import pytest
 import torch
 
-from synthvox.train.config import load_train_config
 from synthvox.train.data import DataError
 from synthvox.train.pretrain import lr_at, pretrain
+
+from helpers.stores import make_store
+from helpers.train import tiny_train_config
 
 QUIET = lambda msg: None  # noqa: E731
 FORK = mp.get_context("fork")
 
 
-def _fake_render(cfg, seed, index, bank):
-    """A cheap structured sample: a 96-cell Voronoi label map, one random intensity per label and view."""
-    rng = np.random.default_rng([seed, index])
-    n = cfg.size
-    pts = rng.uniform(0, n, (96, 3))
-    grid = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
-    lab = (np.argmin(((grid - pts[None]) ** 2).sum(-1), 1) + 1).reshape(n, n, n).astype(np.uint8)
-    views = []
-    for _ in range(cfg.views):
-        img = rng.uniform(0, 1, 97)[lab] + rng.normal(0, 0.05, lab.shape)
-        views.append(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8))
-    return {"labels": lab, "views": np.stack(views), "index": int(index), "meta": {"fake": True}}
-
-
-def make_store(path: Path, samples: int = 16, task_size: int = 2, size: int = 32) -> Path:
-    """A complete store (wds + zarr) written by the pipelines code with the fake renderer."""
-    from synthvox.engine.config import EngineConfig
-    from synthvox.pipelines import task as task_mod
-    from synthvox.pipelines.runner import synth_shards
-
-    old = task_mod.render_numpy
-    task_mod.render_numpy = _fake_render
-    try:
-        synth_shards(path, samples, task_size=task_size, cfg=EngineConfig(size=size), workers=0,
-                     formats=("wds", "zarr"), progress=False)
-    finally:
-        task_mod.render_numpy = old
-    return path
-
-
 @pytest.fixture(scope="module")
 def store32(tmp_path_factory):
     return make_store(tmp_path_factory.mktemp("store") / "s32")
-
-
-def tiny(**kw):
-    base = dict(steps=4, crop=16, widths=[4, 8, 16], workers=0, n_voxels=32, head_width=32, ckpt_every=100,
-                warmup_steps=2, lr=3e-3)
-    base.update(kw)
-    return load_train_config(None, **base)
 
 
 def _log(run: Path) -> list[dict]:
@@ -107,14 +72,14 @@ def _in_fork(fn, args, timeout: float):
 
 
 def test_lr_schedule():
-    cfg = tiny(steps=10, warmup_steps=2, lr=1.0, min_lr_ratio=0.1)
+    cfg = tiny_train_config(steps=10, warmup_steps=2, lr=1.0, min_lr_ratio=0.1)
     assert [round(lr_at(s, cfg), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.55, 0.1]
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_is_bit_exact(store32, tmp_path, workers):
     """N steps straight == N/2, resume, N/2: the same weights bit for bit and the same samples."""
-    cfg = tiny(steps=5, workers=workers)
+    cfg = tiny_train_config(steps=5, workers=workers)
     a = pretrain(tmp_path / "a", cfg, store32, log=QUIET)
     b1 = pretrain(tmp_path / "b", cfg, store32, stop_after=3, log=QUIET)  # odd split: tests the worker rotation
     b2 = pretrain(tmp_path / "b", cfg, store32, resume=True, log=QUIET)
@@ -131,13 +96,13 @@ def test_resume_is_bit_exact(store32, tmp_path, workers):
     # resuming with another worker count is refused unless --elastic
     other = 2 if workers == 0 else 0
     with pytest.raises(DataError, match="--elastic"):
-        pretrain(tmp_path / "b", tiny(steps=7, workers=other), store32, resume=True, log=QUIET)
-    c = pretrain(tmp_path / "b", tiny(steps=6, workers=other), store32, resume=True, elastic=True, log=QUIET)
+        pretrain(tmp_path / "b", tiny_train_config(steps=7, workers=other), store32, resume=True, log=QUIET)
+    c = pretrain(tmp_path / "b", tiny_train_config(steps=6, workers=other), store32, resume=True, elastic=True, log=QUIET)
     assert c["start"] == 5 and c["steps"] == 6
 
 
 def test_zarr_source_and_validation(store32, tmp_path):
-    cfg = tiny(steps=3, format="zarr", val_samples=4, val_every=2, workers=2)
+    cfg = tiny_train_config(steps=3, format="zarr", val_samples=4, val_every=2, workers=2)
     pretrain(tmp_path / "z", cfg, store32, log=QUIET)
     log = _log(tmp_path / "z")
     seen = {i for r in log if "indices" in r for rank in r["indices"] for i in rank}
@@ -152,7 +117,7 @@ def _ddp_rank(rank: int, world: int, port: int, run: str, store: str, steps: int
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    cfg = tiny(steps=steps, workers=workers, ckpt_every=steps, dist_timeout_s=60, **{"augment.enabled": False})
+    cfg = tiny_train_config(steps=steps, workers=workers, ckpt_every=steps, dist_timeout_s=60, **{"augment.enabled": False})
     try:
         return pretrain(run, cfg, store, device="cpu", log=QUIET)
     finally:
@@ -217,7 +182,7 @@ def test_sigterm_saves_once_and_exits(store32, tmp_path):
 
     def train():
         torch.set_num_threads(1)
-        return pretrain(run, tiny(steps=10_000, ckpt_every=10_000), store32, log=QUIET)
+        return pretrain(run, tiny_train_config(steps=10_000, ckpt_every=10_000), store32, log=QUIET)
 
     p = FORK.Process(target=_child, args=(q, 0, train))
     p.start()
@@ -242,9 +207,9 @@ def test_clear_errors(store32, tmp_path):
     from synthvox.engine.schema import SchemaError
 
     with pytest.raises(ValueError, match="does not fit"):
-        pretrain(tmp_path / "r", tiny(crop=64), store32, log=QUIET)
+        pretrain(tmp_path / "r", tiny_train_config(crop=64), store32, log=QUIET)
     with pytest.raises(DataError, match="at least 16"):
-        pretrain(tmp_path / "r", tiny(workers=16), store32, log=QUIET)
+        pretrain(tmp_path / "r", tiny_train_config(workers=16), store32, log=QUIET)
     # another schema version
     other = tmp_path / "other"
     other.mkdir()
@@ -253,7 +218,7 @@ def test_clear_errors(store32, tmp_path):
         m["schema_version"] = 999
         (other / f).write_text(json.dumps(m))
     with pytest.raises(SchemaError, match="schema version 999"):
-        pretrain(tmp_path / "r", tiny(), other, log=QUIET)
+        pretrain(tmp_path / "r", tiny_train_config(), other, log=QUIET)
 
 
 def test_corrupt_shard_is_a_clear_error_not_a_hang(tmp_path):
@@ -263,7 +228,7 @@ def test_corrupt_shard_is_a_clear_error_not_a_hang(tmp_path):
 
     def run():
         torch.set_num_threads(1)
-        return pretrain(tmp_path / "r", tiny(steps=8, workers=2, crop=None), store, log=QUIET)
+        return pretrain(tmp_path / "r", tiny_train_config(steps=8, workers=2, crop=None), store, log=QUIET)
 
     kind, value = _in_fork(run, (), timeout=120)
     assert kind == "err" and "shard-000001.tar" in value and "damaged" in value, value
@@ -292,7 +257,7 @@ def test_cli_pretrain_and_plot_log(store32, tmp_path):
 def test_engine_source_renders_on_the_fly(tmp_path):
     from synthvox.engine.config import EngineConfig
 
-    cfg = tiny(steps=2, source="engine", crop=None, val_samples=1, val_every=2)
+    cfg = tiny_train_config(steps=2, source="engine", crop=None, val_samples=1, val_every=2)
     s = pretrain(tmp_path / "e", cfg, None, engine_cfg=EngineConfig(size=16), log=QUIET)
     log = _log(tmp_path / "e")
     assert s["steps"] == 2 and [r["indices"] for r in log if "indices" in r] == [[[0]], [[1]]]

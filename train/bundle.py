@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file, save_file
+
 from synthvox.core.atomic import atomic_dir
 
 from .checkpoint import BUNDLED_DIR, file_sha256, load_record, resolve_checkpoint
@@ -50,8 +52,6 @@ def _card(rec: dict[str, Any], train_cfg: dict[str, Any], comparison: str) -> st
 
 def export_bundle(spec: str | Path, out: str | Path = BUNDLED_DIR, comparison: str = "", run_dir: str | Path | None = None) -> Path:
     """Write the bundle of checkpoint `spec` to `out` atomically; returns `out`."""
-    from safetensors.torch import load_file, save_file
-
     src = resolve_checkpoint(spec)
     if src is None:
         raise ValueError("bundle a trained checkpoint, not 'random'")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from synthvox.core.atomic import atomic_dir, write_json, write_text
 from synthvox.core.errors import SynthvoxError
@@ -94,8 +95,6 @@ def save_checkpoint(
     to tests). `record` adds fields to record.json (engine_config_hash, store_manifest_hash,
     train config, ...). Returns the checkpoint directory.
     """
-    from safetensors.torch import save_file
-
     inner = _unwrap(model)
     root = Path(run_dir) / "checkpoints"
     name = step_name(step)
@@ -210,8 +209,6 @@ def load_record(ckpt_dir: str | Path) -> dict[str, Any]:
 
 def load_weights(ckpt_dir: str | Path, model: torch.nn.Module, check_hash: bool = True) -> dict[str, Any]:
     """Load model.safetensors of `ckpt_dir` into `model` (same config required); return the record."""
-    from safetensors.torch import load_file
-
     ckpt_dir = Path(ckpt_dir)
     rec = load_record(ckpt_dir)
     inner = _unwrap(model)

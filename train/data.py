@@ -23,7 +23,8 @@ Validation: the last `val_samples` indices of the store are held out from traini
 """
 from __future__ import annotations
 
-import json
+import multiprocessing as mp
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from synthvox.core.configbase import stable_hash
 from synthvox.core.errors import SynthvoxError
+from synthvox.engine.config import EngineConfig, engine_config_hash
+from synthvox.engine.render import render_sample, render_views_from_meta
 from synthvox.engine.seeds import numpy_rng
+from synthvox.engine.templates import resolve_bank
+from synthvox.pipelines.labels import views_from_meta
+from synthvox.pipelines.store import open_store
+from synthvox.pipelines.wds_io import iter_wds_shard
+from synthvox.pipelines.zarr_io import ZarrReader
 
 __all__ = ["StoreSource", "UnitStream", "make_loader", "collate", "positions_from_state", "manifest_hash", "DataError",
            "ENGINE_VAL_OFFSET", "views_on_device"]
@@ -67,8 +75,6 @@ class StoreSource:
     """A store opened for training: its units, held-out validation range and readers."""
 
     def __init__(self, path: str | Path, fmt: str = "auto", val_samples: int = 0, render_views: str = "loader") -> None:
-        from synthvox.pipelines.store import open_store
-
         if render_views not in ("loader", "device"):
             raise DataError(f"render_views = {render_views!r}: choose 'loader' (CPU, DataLoader workers) or 'device'")
 
@@ -93,8 +99,6 @@ class StoreSource:
             self.all_units = [Unit(a, b, str(p)) for p, (a, b) in zip(shards, ranges)]
             self.units = [u for u in self.all_units if u.start < lo]
         else:
-            from synthvox.pipelines.zarr_io import ZarrReader
-
             self.reader = ZarrReader(self.path, render_views=False)  # _complete paints labels-store views
             self.all_units = [Unit(i, i + 1) for i in range(self.num_samples)]
             self.units = self.all_units[:lo]
@@ -121,8 +125,6 @@ class StoreSource:
         """
         paint = (self.render_views == "loader") if views is None else views
         if unit.path is not None:
-            from synthvox.pipelines.wds_io import iter_wds_shard
-
             for s in iter_wds_shard(unit.path, render_views=False):
                 yield self._complete(s, unit.path, paint)
         else:
@@ -135,7 +137,6 @@ class StoreSource:
                             "`synthvox verify` names bad shards, rerun synth-shards to re-render them")
         if self.content == "labels" and paint:
             # a labels store: paint the views on load with the engine's own code, from the stored meta
-            from synthvox.pipelines.labels import views_from_meta
 
             t0 = time.perf_counter()
             s = views_from_meta(s)
@@ -236,7 +237,6 @@ def views_on_device(batch: dict[str, Any], device: torch.device) -> dict[str, An
     is returned as it is."""
     if "views" in batch:
         return batch
-    from synthvox.engine.render import render_views_from_meta
 
     t0 = time.perf_counter()
     labels = batch["labels"].to(device, non_blocking=True)
@@ -259,15 +259,11 @@ def make_loader(stream: UnitStream, batch_size: int, workers: int, prefetch: int
 def _ignore_stop_signals(worker_id: int) -> None:
     """Loader workers ignore SIGTERM/SIGINT: a scheduler signalling the whole process group must
     not kill them before the trainer has agreed to stop and saved (the trainer ends them)."""
-    import signal
-
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _fork_ok() -> bool:
-    import multiprocessing as mp
-
     return "fork" in mp.get_all_start_methods()
 
 
@@ -296,16 +292,12 @@ def positions_from_state(stream_state: dict[str, Any] | None, rank: int, world: 
 class EngineSource:
     """Render samples on the training device (on-the-fly mode)."""
 
-    def __init__(self, engine_cfg: Any, seed: int, device: torch.device, val_samples: int = 0) -> None:
-        from synthvox.engine.config import engine_config_hash
-
+    def __init__(self, engine_cfg: EngineConfig, seed: int, device: torch.device, val_samples: int = 0) -> None:
         self.cfg, self.seed, self.device = engine_cfg, seed, device
         self.volume_shape = (engine_cfg.size,) * 3
         self.val_range = (ENGINE_VAL_OFFSET, ENGINE_VAL_OFFSET + val_samples)
         self.render_seconds = 0.0
         try:
-            from synthvox.engine.templates import resolve_bank
-
             self.bank = resolve_bank(engine_cfg.bank)
             self.engine_config_hash: str | None = engine_config_hash(engine_cfg, self.bank.content_hash)
         except ImportError:  # pragma: no cover - the engine's bank not installed
@@ -313,8 +305,6 @@ class EngineSource:
         self.manifest_hash = None
 
     def render(self, index: int) -> dict[str, Any]:
-        from synthvox.engine.render import render_sample
-
         t0 = time.perf_counter()
         s = render_sample(self.cfg, self.seed, int(index), bank=self.bank, device=self.device)
         self.render_seconds += time.perf_counter() - t0
@@ -332,7 +322,3 @@ class EngineSource:
 
     def val_samples(self) -> list[dict[str, Any]]:
         return [self.render(i) for i in range(*self.val_range)]
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())

@@ -28,7 +28,7 @@ def read_log(run: str | Path) -> tuple[list[dict], list[dict]]:
 
 def plot_log(run: str | Path, out: str | Path | None = None, smooth: int = 10) -> Path:
     """Write the total, per-tap and validation loss curves to `out` (default RUN/loss.png)."""
-    import matplotlib
+    import matplotlib  # lazily: ~1 s of startup, for figures only
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

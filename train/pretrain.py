@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import signal
@@ -26,13 +27,14 @@ import torch
 from torch import nn
 
 from synthvox.core.atomic import write_json, write_text
+from synthvox.engine.config import EngineConfig, load_engine_config
 from synthvox.engine.schema import SCHEMA_VERSION
 from synthvox.engine.seeds import torch_generator
 from synthvox.train.augment import augment_batch, minmax, random_crop, to_float_views, validate_crop
 from synthvox.train.checkpoint import load_state, load_weights, resolve_checkpoint, save_checkpoint
 from synthvox.train.config import TrainConfig, load_train_config
-from synthvox.train.data import (DataError, EngineSource, StoreSource, UnitStream, make_loader,
-                                 positions_from_state, views_on_device)
+from synthvox.train.data import (DataError, EngineSource, StoreSource, UnitStream, make_loader, positions_from_state,
+                                 views_on_device)
 from synthvox.train.loss import VoxelContrastiveLoss
 from synthvox.train.model import build_model, default_taps, init_weights, tap_channels, tap_stride
 
@@ -148,7 +150,7 @@ def pretrain(
     resume: bool = False,
     elastic: bool = False,
     device: str | None = None,
-    engine_cfg: Any = None,
+    engine_cfg: EngineConfig | None = None,
     stop_after: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -170,8 +172,6 @@ def pretrain(
         source: Any = StoreSource(store, cfg.format, cfg.val_samples, render_views="device" if dev.type != "cpu" else "loader")
         views_n = int(source.engine_config.views)
     else:
-        from synthvox.engine.config import EngineConfig
-
         source = EngineSource(engine_cfg or EngineConfig(), cfg.seed, dev, cfg.val_samples)
         views_n = int(source.cfg.views)
     crop = validate_crop(cfg.crop, source.volume_shape, cfg.divisor, str(store or "the engine config"))
@@ -262,7 +262,8 @@ def pretrain(
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
             opt.step()
-            # one collective per step: mean losses and the stop flag all ranks agree on
+            # two collectives per step: the summed losses with the stop flag all ranks agree on, then
+            # the batch indices for the log
             stats = torch.tensor([loss.item()] + [per[t].item() for t in net.criterion.taps] + [float(stop.set)], dtype=torch.float64)
             stats = _all_reduce_sum(stats)
             idx = _all_gather(torch.tensor(batch["index"], dtype=torch.int64), world)
@@ -316,8 +317,6 @@ def _weights_hash(model: nn.Module, buffers: bool = True) -> str:
     Under DDP the parameters of all ranks are equal; BatchNorm running statistics are
     rank-local between forwards (DDP broadcasts rank 0's at the next forward).
     """
-    import hashlib
-
     h = hashlib.sha256()
     items = model.state_dict().items() if buffers else model.named_parameters()
     for k, v in sorted(items):
@@ -356,7 +355,7 @@ def _open_log(path: Path, start: int) -> Any:
 
 def _tensorboard(out: Path) -> Any:
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # lazily: tensorboard is optional
     except ImportError:
         print("tensorboard is not installed: logging to log.jsonl only (pip install tensorboard)")
         return None
@@ -397,8 +396,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(a: argparse.Namespace) -> tuple[TrainConfig, Any]:
     """(TrainConfig, EngineConfig) from the YAML file and the flags (flags win)."""
-    from synthvox.engine.config import load_engine_config
-
     over: dict[str, Any] = {"steps": a.steps, "crop": a.crop, "batch_size": a.batch_size, "lr": a.lr, "workers": a.workers,
                             "seed": a.seed, "source": a.source, "format": a.format, "val_samples": a.val_samples,
                             "val_every": a.val_every, "ckpt_every": a.ckpt_every, "n_voxels": a.n_voxels}

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..features import normalise_image
+
 __all__ = ["Prepared", "voxel_sizes", "prepare_volume", "to_original_grid", "crop_shape", "sample_crops", "normalise"]
 
 
@@ -39,7 +41,6 @@ def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
 def normalise(image: np.ndarray, normalisation: dict[str, Any] | None) -> np.ndarray:
     """The checkpoint's input normalisation (min-max to [0, 1], optional clip first)."""
     try:  # the registration engineer's helper is the one definition when present
-        from ..features import normalise_image
 
         out = normalise_image(image, normalisation or {"kind": "minmax", "clip": None})
         return np.asarray(out.detach().cpu() if isinstance(out, torch.Tensor) else out, dtype=np.float32)

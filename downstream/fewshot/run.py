@@ -21,10 +21,14 @@ import numpy as np
 import torch
 
 from synthvox.core.atomic import write_json
+from synthvox.engine.seeds import numpy_rng, torch_generator
+from synthvox.train.checkpoint import load_model, load_record, resolve_checkpoint
+from synthvox.train.model import init_weights
 
 from ..datasets import NnunetDataset, load_case, read_nnunet_dataset
 from ..io import save_figure
-from ..results import make_record, write_record
+from ..metrics import dice_per_label, hd95_per_label, macro_dice
+from ..results import make_record, read_records, write_record
 from .data import Prepared, prepare_volume, to_original_grid
 from .protocol import FewshotProtocol, get_protocol
 from .splits import SPLITS_FILE, load_or_make_splits, split_key
@@ -51,7 +55,6 @@ def device_label(device: torch.device) -> str:
 def _load_model(spec: str, model_loader: Callable[[str], tuple[torch.nn.Module, dict]] | None) -> tuple[torch.nn.Module, dict]:
     if model_loader is not None:
         return model_loader(spec)
-    from synthvox.train.checkpoint import load_model
 
     return load_model(spec, map_location="cpu")
 
@@ -65,7 +68,7 @@ def _prepared(ds: NnunetDataset, case_id: str, protocol: FewshotProtocol, norm: 
 
 
 def _overlay(path: Path, image: np.ndarray, gt: np.ndarray, pred: np.ndarray, title: str) -> None:
-    import matplotlib
+    import matplotlib  # lazily: ~1 s of startup, for figures only
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -101,11 +104,6 @@ def run_one(
     extra: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One (initialisation, shots, seed) run: fine-tune, predict every test case, write records."""
-    from synthvox.engine.seeds import numpy_rng, torch_generator
-    from synthvox.train.model import init_weights
-
-    from ..metrics import dice_per_label, hd95_per_label, macro_dice
-
     cache = {} if cache is None else cache
     t_run = time.perf_counter()
     shots, seed = split["shots"], split["seed"]
@@ -209,8 +207,6 @@ def run_fewshot(
     or explicit seeds. Splits are read from / written to `out/splits.json`. A run whose records
     all exist is skipped unless `overwrite` (its records are read back).
     """
-    from ..results import read_records
-
     out = Path(out)
     ds = read_nnunet_dataset(data)
     proto = protocol if isinstance(protocol, FewshotProtocol) else get_protocol(protocol, steps)
@@ -251,7 +247,6 @@ def _peek_record(spec: str, model_loader: Callable | None) -> dict[str, Any]:
         return {"name": "random"}
     if model_loader is not None:
         return model_loader(spec)[1]
-    from synthvox.train.checkpoint import load_record, resolve_checkpoint
 
     path = resolve_checkpoint(spec)
     if path is None:

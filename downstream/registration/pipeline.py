@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..features import extract_features, normalise_image
-from ..grid import apply_matrix, resample_to_grid, sample_voxels, voxel_grid, voxel_map
+from ..grid import apply_matrix, resample_to_grid, sample_voxels, voxel_grid, voxel_map, warp_volume
 from ..io import Volume
 from ..mind import mind_ssc
 from .config import RegistrationConfig
@@ -49,8 +49,6 @@ class RegistrationResult:
 
     def warp(self, moving: np.ndarray, mode: str = "linear") -> np.ndarray:
         """Pull another array on the moving grid (labels: `mode="nearest"`) back to the fixed grid."""
-        from ..grid import warp_volume
-
         return warp_volume(moving, torch.from_numpy(self.coords), mode)  # type: ignore[arg-type]
 
 
@@ -141,10 +139,6 @@ def _threads(n: int | None) -> Iterator[None]:
 def _pad(x: torch.Tensor, m: int) -> torch.Tensor:
     pads = [(-n) % m for n in x.shape[2:]]
     return F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]), mode="replicate")
-
-
-def _mask_weight(mask: torch.Tensor | None, level: int) -> torch.Tensor | None:
-    return None if mask is None else pool(mask, level)
 
 
 def register_volumes(fixed: Volume, moving: Volume, cfg: RegistrationConfig | None = None,

@@ -87,7 +87,7 @@ class _Doc:
 
 
 def _boxplot(groups: dict[Group, list[tuple[str, dict]]], metric: str, title: str) -> bytes | None:
-    import matplotlib
+    import matplotlib  # lazily: ~1 s of startup, for figures only
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

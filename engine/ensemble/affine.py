@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 
 __all__ = ["BlockGrid", "Candidates", "ShapeBlocks", "candidate_blocks", "occupancy_table", "solid_table",
-           "cull_empty", "split_solid", "classify", "fixed_point", "shape_blocks"]
+           "cull_empty", "split_solid", "classify", "fixed_point"]
 
 
 @lru_cache(maxsize=8)
@@ -216,10 +216,3 @@ def fixed_point(grid: BlockGrid, cand: Candidates) -> ShapeBlocks:
     base = np.rint((u0 + 1.5) * one).astype(np.int64)
     loc = np.rint(local * one).astype(np.int64)
     return ShapeBlocks(blocks=ids, base=base, local=loc, shift=shift, n_inner=int(inner.sum()))
-
-
-def shape_blocks(grid: BlockGrid, A: np.ndarray, centre: np.ndarray, dims: tuple[int, int, int],
-                 full: np.ndarray | None = None) -> ShapeBlocks | None:
-    """Geometric candidates in fixed point (no content culling); None if none."""
-    cand = candidate_blocks(grid, A, centre, dims, full)
-    return None if cand is None else fixed_point(grid, cand)

@@ -9,7 +9,7 @@ from .mask import inside_box, mask_with, warped_radius
 from .params import EnsembleParams
 from .place import place_shapes
 from .smooth import majority3
-from .workspace import scratch
+from ..workspace import scratch
 
 __all__ = ["apply_ensemble", "compact_ids", "label_map"]
 

@@ -1,4 +1,4 @@
-"""Config of the label-ensemble stage (reference defaults of REFERENCE.md, for a 128^3 volume).
+"""Config of the label-ensemble stage (the reference implementation's defaults, anatomix, for a 128^3 volume).
 
 Lengths given in voxels are for a 128-voxel side and scale linearly with the volume side
 (clamped to at least one voxel).

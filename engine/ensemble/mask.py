@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .params import REF_SIDE, ForegroundParams
 from ..workspace import TEMP_A, scratch
 
-__all__ = ["warped_radius", "apply_foreground", "mask_with", "inside_box"]
+__all__ = ["warped_radius", "mask_with", "inside_box"]
 
 _EVAL_SPACING = 4.0   # coarse evaluation spacing of f, voxels at 128
 
@@ -124,13 +124,3 @@ def mask_with(labels: torch.Tensor, f: torch.Tensor, fg: ForegroundParams, envel
         shell = torch.lt(f, float(fg.envelope_thickness)).view(torch.uint8).sub_(inside)   # inside is a subset
         labels.add_(shell, alpha=envelope_id)
     return labels
-
-
-def apply_foreground(labels: torch.Tensor, fg: ForegroundParams, envelope_id: int,
-                     generator: torch.Generator) -> torch.Tensor:
-    """Zero `labels` outside the warped sphere; paint the envelope shell with `envelope_id`.
-
-    In place on `labels` ((D, H, W) integer, D = H = W); returns it.
-    """
-    f = warped_radius(fg, labels.shape[0], generator, labels.device)
-    return mask_with(labels, f, fg, envelope_id)

@@ -28,7 +28,7 @@ import torch
 
 from .affine import BlockGrid, candidate_blocks, classify, fixed_point, occupancy_table, solid_table
 from .params import EnsembleParams, shape_matrix
-from .workspace import np_scratch, scratch
+from ..workspace import np_scratch, scratch
 
 __all__ = ["place_shapes", "label_work_dtype"]
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from .workspace import scratch
+from ..workspace import scratch
 
 __all__ = ["majority3", "majority3_reference"]
 

@@ -36,19 +36,14 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from synthvox.core.atomic import write_bytes
-from synthvox.core.errors import SynthvoxError
 
 from .bank import FORMAT_VERSION, BankError, open_bank
+from .labelfiles import IngestError, is_nifti, load_label_volume, nifti_stem, read_label_names
 from .writer import BankWriter, crop_to_bbox, pack_mask
 
 __all__ = ["ingest", "IngestError", "read_label_names", "load_label_volume", "parse_merge"]
 
-_NII = (".nii.gz", ".nii")
 _WORK_VERSION = 1
-
-
-class IngestError(SynthvoxError, ValueError):
-    """A source that cannot be ingested (names the file and says what to do)."""
 
 
 @dataclass(frozen=True)
@@ -59,18 +54,6 @@ class _Unit:
     files: tuple[str, ...]        # absolute paths
     rels: tuple[str, ...]         # paths relative to the source's parent (what the index records)
     name: str                     # structure name ("" for atlases)
-
-
-def _stem(path: Path) -> str:
-    n = path.name
-    for ext in _NII:
-        if n.endswith(ext):
-            return n[: -len(ext)]
-    return n
-
-
-def _is_nifti(path: Path) -> bool:
-    return path.name.endswith(_NII)
 
 
 def parse_merge(merge: Mapping[str, str] | Sequence[str] | Sequence[tuple[str, str]] | None) -> list[tuple[str, str]]:
@@ -106,7 +89,7 @@ def _discover(sources: Sequence[str | Path], rules: list[tuple[str, str]]) -> li
             raise IngestError(f"source {src} does not exist")
         base = src.resolve().parent
         if src.is_file():
-            if not _is_nifti(src):
+            if not is_nifti(src):
                 raise IngestError(f"source {src} is not a NIfTI file (.nii or .nii.gz)")
             units.append(_Unit("atlas", (str(src.resolve()),), (str(src.resolve().relative_to(base)),), ""))
             continue
@@ -114,8 +97,8 @@ def _discover(sources: Sequence[str | Path], rules: list[tuple[str, str]]) -> li
         n_before = len(units)
         for subj in subjects:
             groups: dict[str, list[Path]] = {}
-            for f in sorted(p for p in subj.iterdir() if p.is_file() and _is_nifti(p)):
-                stem = _stem(f)
+            for f in sorted(p for p in subj.iterdir() if p.is_file() and is_nifti(p)):
+                stem = nifti_stem(f)
                 key = _merged_name(stem, rules) or stem
                 groups.setdefault(key, []).append(f)
             for name, files in groups.items():
@@ -127,68 +110,11 @@ def _discover(sources: Sequence[str | Path], rules: list[tuple[str, str]]) -> li
     return units
 
 
-def read_label_names(path: str | Path) -> dict[int, str]:
-    """Label value -> name from an atlas's sidecar text file (`aal.nii.txt` beside `aal.nii.gz`),
-    or {} when there is none. Lines are "VALUE NAME [...]"; others are skipped."""
-    path = Path(path)
-    stem = _stem(path)
-    for cand in (path.with_name(stem + ".nii.txt"), path.with_name(stem + ".txt"), path.with_name(path.name + ".txt")):
-        if cand.is_file():
-            names: dict[int, str] = {}
-            for line in cand.read_text(errors="replace").splitlines():
-                parts = line.split()
-                if len(parts) >= 2:
-                    try:
-                        names[int(parts[0])] = parts[1]
-                    except ValueError:
-                        continue
-            return names
-    return {}
-
-
-def load_label_volume(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
-    """(integer 3D array, voxel spacing, affine) of a NIfTI label file.
-
-    A trailing singleton axis (X, Y, Z, 1) is dropped; other shapes and non-integral or
-    non-finite values raise IngestError naming the file.
-    """
-    import nibabel as nib
-
-    path = Path(path)
-    try:
-        img = nib.load(str(path))
-    except Exception as e:  # nibabel raises many types for bad files
-        raise IngestError(f"{path}: cannot read as NIfTI ({e})") from e
-    shape = img.shape
-    if len(shape) < 3 or any(s != 1 for s in shape[3:]):
-        what = "4D" if len(shape) >= 4 else f"{len(shape)}D"
-        raise IngestError(f"{path}: {what} image of shape {tuple(shape)}; a label file must be one 3D volume "
-                          f"(X, Y, Z) (a trailing singleton axis is accepted): split it into 3D files first")
-    data = np.asarray(img.dataobj)
-    data = data.reshape(shape[:3])
-    if not np.issubdtype(data.dtype, np.integer):
-        if data.dtype == bool:
-            data = data.astype(np.uint8)
-        else:
-            finite = np.isfinite(data)
-            if not finite.all():
-                raise IngestError(f"{path}: holds non-finite values (NaN/inf); a label file must hold integers")
-            frac = data != np.round(data)
-            if frac.any():
-                bad = data[frac].flat[0]
-                raise IngestError(f"{path}: non-integral value {float(bad)!r} in {int(frac.sum())} voxels; a label "
-                                  f"file must hold integer labels (is it an intensity image, or resampled linearly?)")
-            lo, hi = float(data.min()), float(data.max())
-            data = data.astype(np.int32 if -2**31 <= lo and hi < 2**31 else np.int64)
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    return data, zooms, np.asarray(img.affine)  # type: ignore[return-value]
-
-
 def _resample(mask: np.ndarray, zooms: tuple[float, float, float], spacing: float | None, interp: str) -> np.ndarray:
     """Resample a cropped 0/1 mask from `zooms` mm to isotropic `spacing` mm."""
     if spacing is None:
         return mask
-    from scipy import ndimage as ndi
+    from scipy import ndimage as ndi  # lazily: ~18 MB in every worker, for this step only
 
     factors = [z / spacing for z in zooms]
     if all(abs(f - 1) < 1e-6 for f in factors):
@@ -264,7 +190,7 @@ def _neighbour_change(data: np.ndarray) -> float:
 
 
 def _process_atlas(unit: _Unit, opts: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    from scipy import ndimage as ndi
+    from scipy import ndimage as ndi  # lazily: ~18 MB in every worker, for this step only
 
     path = Path(unit.files[0])
     rel = unit.rels[0]
@@ -272,7 +198,7 @@ def _process_atlas(unit: _Unit, opts: dict[str, Any]) -> tuple[list[dict], list[
     names = read_label_names(path)
     values = [int(v) for v in np.unique(data) if v != 0]
     if not values:
-        return [], [{"source": rel, "name": _stem(path), "label": 0, "reason": "empty (no nonzero label)"}]
+        return [], [{"source": rel, "name": nifti_stem(path), "label": 0, "reason": "empty (no nonzero label)"}]
     if min(values) < 0:
         raise IngestError(f"{path}: negative label value {min(values)}; labels must be >= 0")
     change = _neighbour_change(data)
@@ -282,7 +208,7 @@ def _process_atlas(unit: _Unit, opts: dict[str, Any]) -> tuple[list[dict], list[
     # group labels: merged names collect several values
     groups: dict[str, list[int]] = {}
     for v in values:
-        name = names.get(v, f"{_stem(path)}_label{v}")
+        name = names.get(v, f"{nifti_stem(path)}_label{v}")
         groups.setdefault(_merged_name(name, opts["merge"]) or name, []).append(v)
     if max(values) <= 10_000_000:
         objs = ndi.find_objects(data if data.dtype.itemsize < 8 else data.astype(np.int64))

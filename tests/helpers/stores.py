@@ -1,4 +1,4 @@
-"""Helpers shared by the pipelines tests (no tests here): renderers, store comparison, CLI runs."""
+"""Stores written with the stand-in renderer, byte comparison of store trees, CLI and subprocess runs."""
 from __future__ import annotations
 
 import hashlib
@@ -7,33 +7,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from synthvox.engine.config import EngineConfig
-from synthvox.engine.seeds import numpy_rng
+from synthvox.pipelines.runner import synth_shards
 
-REPO = Path(__file__).resolve().parents[1]
+from .render import fake_render
+
+__all__ = ["REPO", "SYNTHVOX", "make_store", "tree_digest", "file_stats", "run_cli", "run_synth"]
+
+REPO = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]
 SYNTHVOX = [sys.executable, "-m", "synthvox.cli.main"]
 
 
-def engine_works() -> bool:
-    """True once the real engine renders (it is being written in parallel)."""
-    try:
-        from synthvox.engine.render import render_sample, sample_to_numpy
-
-        sample_to_numpy(render_sample(EngineConfig(size=8), 0, 0))
-        return True
-    except Exception:  # noqa: BLE001 - any failure: fall back to the stand-in
-        return False
-
-
-def fake_render(cfg, seed, index, bank):
-    """A stand-in renderer with the sample contract, a pure function of (seed, index)."""
-    rng = numpy_rng(seed, index, "fake")
-    d = cfg.size
-    labels = rng.integers(0, 6, size=(d, d, d), dtype=np.uint8)
-    views = rng.integers(0, 256, size=(cfg.views, d, d, d), dtype=np.uint8)
-    return {"labels": labels, "views": views, "index": index, "meta": {"n_labels": 5, "index": index, "p": [0.5, 1.25]}}
+def make_store(path: Path, samples: int = 16, task_size: int = 2, size: int = 32) -> Path:
+    """A complete store (wds + zarr) written by the pipelines code with the stand-in renderer."""
+    synth_shards(path, samples, task_size=task_size, cfg=EngineConfig(size=size), workers=0,
+                 formats=("wds", "zarr"), progress=False, renderer=fake_render)
+    return path
 
 
 def tree_digest(root: Path, exclude: tuple[str, ...] = ("logs",)) -> dict[str, str]:
@@ -62,6 +52,7 @@ def file_stats(root: Path, sub: str) -> dict[str, tuple[int, int]]:
 
 
 def run_cli(args: list[str], env_extra: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`synthvox ARGS` in a fresh process."""
     env = dict(os.environ)
     env.update(env_extra or {})
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -70,36 +61,19 @@ def run_cli(args: list[str], env_extra: dict[str, str] | None = None, timeout: f
 
 def run_synth(out: Path, samples: int, task_size: int, *, formats: str = "wds", workers: int = 0,
               size: int = 8, fake: bool = True, faults: str = "", timeout: float = 300) -> subprocess.CompletedProcess:
-    """synth_shards in a fresh process (so an injected death kills that process, not pytest)."""
+    """synth_shards in a fresh process (so an injected death kills that process, not pytest);
+    `fake`: with the stand-in renderer, else the engine."""
     script = (
         "import sys; sys.path.insert(0, %r)\n"
-        "import test_pipelines_common as c, synthvox.pipelines.task as T\n"
+        "from helpers.render import fake_render\n"
         "from synthvox.engine.config import EngineConfig\n"
         "from synthvox.pipelines.runner import synth_shards\n"
-        "if %r: T.render_numpy = c.fake_render\n"
-        "print(synth_shards(%r, %d, task_size=%d, cfg=EngineConfig(size=%d), formats=%r, workers=%d, progress=False))\n"
-    ) % (str(Path(__file__).parent), fake, str(out), samples, task_size, size, formats, workers)
+        "print(synth_shards(%r, %d, task_size=%d, cfg=EngineConfig(size=%d), formats=%r, workers=%d, progress=False,\n"
+        "                   renderer=fake_render if %r else None))\n"
+    ) % (str(TESTS), str(out), samples, task_size, size, formats, workers, fake)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     if faults:
         env["SYNTHVOX_FAULTS"] = faults
     else:
         env.pop("SYNTHVOX_FAULTS", None)
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
-
-
-def patch_workers_with_fake(client) -> None:
-    """Make every (current and restarted) Dask worker use the stand-in renderer."""
-    import cloudpickle
-    from distributed.diagnostics.plugin import WorkerPlugin
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-    class FakeRender(WorkerPlugin):
-        name = "synthvox-test-fake-render"
-
-        def setup(self, worker):
-            import synthvox.pipelines.task as t
-
-            t.render_numpy = fake_render
-
-    client.register_plugin(FakeRender())
