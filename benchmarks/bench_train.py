@@ -109,15 +109,10 @@ def _random_render(cfg, seed, index, bank):
 
 def make_random_store(path: Path, samples: int, task_size: int, size: int) -> Path:
     from synthvox.engine.config import EngineConfig
-    from synthvox.pipelines import task as task_mod
     from synthvox.pipelines.runner import synth_shards
 
-    old = task_mod.render_numpy
-    task_mod.render_numpy = _random_render
-    try:
-        synth_shards(path, samples, task_size=task_size, cfg=EngineConfig(size=size), workers=0, formats=("wds",), progress=False)
-    finally:
-        task_mod.render_numpy = old
+    synth_shards(path, samples, task_size=task_size, cfg=EngineConfig(size=size), workers=0, formats=("wds",),
+                 progress=False, renderer=_random_render)
     return path
 
 
