@@ -31,7 +31,7 @@ WARP_SCALES = (8.0, 16.0, 32.0)   # displacement scales of the mask warp, voxels
 class ShapeParams:
     """One template placed in the volume; it gets label id (its position in the list) + 1."""
     template: int                          # bank index
-    scale: tuple[float, float, float]      # per-axis scale (before the size/128 factor)
+    scale: tuple[float, float, float]      # per-axis magnification (before the size/128 factor)
     angles_deg: tuple[float, float, float] # rotations about axes 0, 1, 2 (R = R2 @ R1 @ R0)
     shear: tuple[float, ...]               # 6 off-diagonal terms (row-major, MONAI order)
     flip: tuple[bool, bool, bool]          # template axis flips
@@ -46,7 +46,9 @@ class ForegroundParams:
     warp_scales: tuple[float, ...]         # grid spacings of the displacement noise
     warp_std: tuple[float, ...]            # std of each scale's noise
     envelope: bool
-    envelope_thickness: float
+    envelope_thickness: float              # band width outside the mask edge
+    interior: bool = False                 # mask interior that no shape covers gets its own label
+    envelope_inner: float = 0.0            # band width inside the mask edge (0: outside only)
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,19 @@ class EnsembleParams:
         return len(self.shapes)
 
     @property
-    def envelope_label(self) -> int | None:
-        """The envelope's id before compaction (one above the last shape), or None."""
-        if self.foreground is not None and self.foreground.envelope:
+    def interior_label(self) -> int | None:
+        """The id of the uncovered mask interior before compaction (one above the last shape),
+        or None."""
+        if self.foreground is not None and self.foreground.interior:
             return self.n_shapes + 1
+        return None
+
+    @property
+    def envelope_label(self) -> int | None:
+        """The envelope's id before compaction (above the last shape and the interior), or None."""
+        fg = self.foreground
+        if fg is not None and fg.envelope:
+            return self.n_shapes + 1 + int(fg.interior)
         return None
 
     def to_json(self) -> dict[str, Any]:
@@ -98,6 +109,9 @@ class EnsembleParams:
                 warp_std=_tup(fg["warp_std"], float),
                 envelope=bool(fg["envelope"]),
                 envelope_thickness=float(fg["envelope_thickness"]),
+                # records written before these keys existed meant neither (same map re-rendered)
+                interior=bool(fg.get("interior", False)),
+                envelope_inner=float(fg.get("envelope_inner", 0.0)),
             )
             ts = d.get("template_shapes")
             return cls(
@@ -152,7 +166,9 @@ def _shear_matrix(s: Sequence[float]) -> np.ndarray:
 
 
 def _draw_shape(cfg: EnsembleConfig, size: int, template: int, rng: np.random.Generator) -> ShapeParams:
-    scale = rng.uniform(cfg.scale[0], cfg.scale[1], 3)
+    # the reference's affine maps output to template coordinates with this per-axis scale, so
+    # a shape is magnified by its inverse (0.67-2x, mean 1.1x per axis, 1.33x in volume)
+    scale = 1.0 / rng.uniform(cfg.scale[0], cfg.scale[1], 3)
     angles = rng.uniform(-cfg.rotation_deg, cfg.rotation_deg, 3)
     shear = rng.uniform(-cfg.shear, cfg.shear, 6)
     for _ in range(8):
@@ -202,14 +218,19 @@ def sample_ensemble(cfg: EnsembleConfig, size: int, bank_shapes: Sequence[tuple[
         radius = _length(rng.uniform(*cfg.foreground_radius), size)
         std = rng.uniform(cfg.foreground_warp_std[0], cfg.foreground_warp_std[1], len(WARP_SCALES)) * size / REF_SIDE
         envelope = bool(rng.random() < cfg.envelope_p)
-        thick = _length(rng.uniform(*cfg.envelope_thickness), size)
+        thick = float(rng.uniform(*cfg.envelope_thickness)) * size / REF_SIDE
+        # at least one voxel across: one-sided bands >= 1, two-sided >= 0.5 per side (f is a
+        # continuous distance, so a 1.5-voxel band at 32^3 keeps the 128^3 band's volume share)
+        thick = max(0.5 if cfg.envelope_inside else 1.0, thick)
         foreground = ForegroundParams(
             centre=_tup(centre, float),
             radius=float(radius),
             warp_scales=tuple(_length(s, size) for s in WARP_SCALES),
             warp_std=_tup(std, float),
             envelope=envelope,
-            envelope_thickness=float(thick),
+            envelope_thickness=thick,
+            interior=bool(cfg.interior_label),
+            envelope_inner=thick if cfg.envelope_inside else 0.0,
         )
     return EnsembleParams(
         size=int(size),
