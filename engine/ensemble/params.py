@@ -5,10 +5,22 @@ warp) comes later from the torch generator of "ensemble.noise". Lengths are stor
 of the volume they were drawn for (`size`), already scaled by size/128 and clamped.
 
 Placement: the benchmark and procedural templates are tight crops without an anatomical
-position, so (unlike the reference, whose whole-scan templates sit where the organ is and
-only move +-5 voxels) each shape's centre is drawn uniformly in `centre_range` of the side
-per axis, plus the reference's +-`translation` jitter. With the default (0.1, 0.9) the
-20-39 organ-sized shapes fill the volume densely, the way the reference's maps look.
+position, so each shape's centre is drawn uniformly in `centre_range` of the side per axis,
+plus the reference's +-`translation` jitter. The reference pads each template to the volume
+and applies its affine about the array corner with wrap-around, so a shape tiles the volume
+as large lobes (copies cut by the border); its maps are dense because of that (background
+0.18 of an unconstrained map). Here a shape is placed once, whole, where its centre falls,
+and magnified by 1/scale per axis like the reference's output->template scale (mean 1.1x
+per axis); with organ-sized templates (the built-in bank, generator version 2, or the
+benchmark set) the 20-39 shapes leave as little background as the reference's (0.19; see
+density.py), without copies of one shape under one label.
+
+Foreground mask (REFERENCE.md; drawn with p 2/3): the uncovered interior gets a label of its
+own and the envelope band (p 1/2 of masked maps) spans both sides of the mask edge, both as
+in the reference: a body's tissue between organs is not the air around it, and a skin covers
+the outermost organs as well as wrapping them. Both keep the masked maps' background near
+the reference's (0.64 / 0.60 vs its 0.66 / 0.57) instead of 0.88 / 0.84 (`interior_label`
+and `envelope_inside` in the config switch them off).
 """
 from __future__ import annotations
 
