@@ -10,8 +10,8 @@ Density (engine/ensemble/density.py holds the targets, tests/test_density.py che
 benchmarks/bench_density.py records them): with the built-in procedural bank, mean over 40
 maps per kind, the same at 32^3, 64^3 and 128^3 within 0.005, background 0.19 / 0.64 / 0.60
 of the volume for unconstrained / foreground-masked / enveloped maps (the reference's own
-generator on the benchmark template set: 0.19 / 0.66 / 0.57), largest label 0.28 / 0.15 /
-0.14 (0.29 / 0.12 / 0.13), 24-25 / 18-20 / 19-20 labels (24 / 19 / 21).
+generator on the benchmark template set: 0.18 / 0.64 / 0.58), largest label 0.28 / 0.15 /
+0.14 (0.29 / 0.13 / 0.13), 24-25 / 18-20 / 19-20 labels (25 / 20 / 21).
 
 Label count K (foreground ids present = the map's maximum, with compaction): 20-39 shapes
 are drawn; occlusion, the foreground mask (p 2/3) and smoothing remove some, the interior

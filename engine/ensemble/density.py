@@ -72,14 +72,14 @@ REFERENCE: dict[str, dict[str, float]] = {
 }
 
 #: the reference's means per kind, its own generator run here on the benchmark template set at
-#: 128^3 (110 maps: 47 / 28 / 35 by kind; benchmarks/RESULTS.md, "Label density")
+#: 128^3 (180 maps: 67 / 50 / 63 by kind; benchmarks/RESULTS.md, "Label density")
 REFERENCE_MEASURED: dict[str, dict[str, float]] = {
-    "unconstrained": {"background": 0.189, "labels": 23.6, "largest": 0.292, "median_label": 0.0066,
-                      "effective_labels": 7.6},
-    "foreground_masked": {"background": 0.664, "labels": 19.2, "largest": 0.123, "median_label": 0.0030,
+    "unconstrained": {"background": 0.179, "labels": 24.5, "largest": 0.288, "median_label": 0.0069,
+                      "effective_labels": 8.0},
+    "foreground_masked": {"background": 0.639, "labels": 19.8, "largest": 0.131, "median_label": 0.0034,
                           "effective_labels": 6.9},
-    "enveloped": {"background": 0.565, "labels": 21.4, "largest": 0.133, "median_label": 0.0055,
-                  "effective_labels": 7.8},
+    "enveloped": {"background": 0.583, "labels": 21.1, "largest": 0.125, "median_label": 0.0049,
+                  "effective_labels": 7.9},
 }
 
 _BG_TOL = 0.07
