@@ -10,6 +10,7 @@ BENCHMARKS: list[str] = [
     "bench_templates",
     "bench_ensemble",
     "bench_engine",
+    "bench_density",
     "bench_pipelines",
     "bench_labels_store",
     "bench_train",

@@ -54,9 +54,11 @@ def render(seed: int, index: int, size: int | None, config: Path | None, bank: s
 @_options
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the PNG montages.")
 def preview(n: int, seed: int, size: int | None, config: Path | None, bank: str | None, device: str, out: Path) -> None:
-    """Write PNG montages (labels in colour and every view, three mid-slices) of a few samples."""
+    """Write PNG montages (labels in colour and every view, three mid-slices) of a few samples;
+    print each one's label statistics (kind, background share, label count, largest label)."""
+
     from synthvox.engine.preview import write_previews
 
     cfg = _engine_config(config, size, bank, device)
-    paths = write_previews(cfg, seed, n, out, device=device)
+    paths = write_previews(cfg, seed, n, out, device=device, report=click.echo)
     click.echo(f"wrote {len(paths)} montages to {out}")

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from synthvox.core.atomic import atomic_open, write_figure
 
 from .config import EngineConfig
+from .ensemble.density import LabelStats, ensemble_kind, label_stats
 from .render import render_sample, sample_to_numpy
 
-__all__ = ["write_npz", "render_npz", "write_montage", "write_previews", "label_colours"]
+__all__ = ["write_npz", "render_npz", "write_montage", "write_previews", "preview_line", "label_colours"]
 
 
 def write_npz(sample: dict[str, Any], out: str | Path) -> Path:
@@ -81,13 +82,26 @@ def write_montage(labels: np.ndarray, views: np.ndarray, out: str | Path, title:
     return write_figure(out, fig, format="png", dpi=100)
 
 
+def preview_line(index: int, stats: LabelStats) -> str:
+    """The stats line of one montage: index, kind, background share, label count, largest label."""
+    return f"sample {index}: {stats.line()}"
+
+
 def write_previews(cfg: EngineConfig, seed: int, n: int, out_dir: str | Path, bank: Any = None, device: str = "cpu",
-                   indices: Sequence[int] | None = None) -> list[Path]:
-    """Render samples (0..n-1, or `indices`) of run `seed` and write `sample-{index:06d}.png` montages."""
+                   indices: Sequence[int] | None = None, report: Callable[[str], None] | None = None) -> list[Path]:
+    """Render samples (0..n-1, or `indices`) of run `seed` and write `sample-{index:06d}.png` montages.
+
+    Each montage's title carries its label statistics (engine/ensemble/density.py); `report`,
+    when given, receives one line of them per montage (`synthvox preview` prints them).
+    """
     out_dir = Path(out_dir)
     paths = []
     for i in (indices if indices is not None else range(n)):
         s = sample_to_numpy(render_sample(cfg, seed, int(i), bank=bank, device=device))
-        title = f"seed {seed}, index {i}, {cfg.size}^3, {s['meta']['label_count']} labels"
+        st = label_stats(s["labels"], ensemble_kind(s["meta"]["ensemble"]))
+        title = (f"seed {seed}, index {i}, {cfg.size}^3, {st.kind}: background {st.background:.2f}, "
+                 f"{st.labels} labels, largest {st.largest:.2f}")
         paths.append(write_montage(s["labels"], s["views"], out_dir / f"sample-{int(i):06d}.png", title))
+        if report is not None:
+            report(preview_line(int(i), st))
     return paths

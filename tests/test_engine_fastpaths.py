@@ -134,17 +134,26 @@ def test_resize_linear_out_and_mul_into_equal_the_plain_result():
 # -- ensemble --------------------------------------------------------------------------------------
 
 def test_mask_with_and_inside_box_equal_the_masked_fill_reference():
+    # semantics (changed on purpose with the density calibration): the envelope band spans
+    # -t_in <= f < t_out, and the uncovered interior gets its own id when drawn
     f = torch.randn(14, 12, 10, generator=gen(6)) * 3
     f[0, 0, 0] = 0.0                     # boundary: f == 0 is outside
+    f[1, 1, 1] = -1.5                    # boundary: f == -t_in is in the band
     for envelope in (False, True):
-        fg = ForegroundParams(centre=(0.0, 0.0, 0.0), radius=1.0, warp_scales=(1.0,), warp_std=(0.0,),
-                              envelope=envelope, envelope_thickness=2.0)
-        lab = torch.randint(1, 30, f.shape, dtype=torch.uint8, generator=gen(7))
-        ref = lab.clone()
-        ref.masked_fill_(f >= 0, 0)
-        if envelope:
-            ref.masked_fill_((f < 2.0) & (f >= 0), 31)
-        assert torch.equal(mask_with(lab, f, fg, 31), ref)
+        for interior in (False, True):
+            for t_in in (0.0, 1.5):
+                fg = ForegroundParams(centre=(0.0, 0.0, 0.0), radius=1.0, warp_scales=(1.0,), warp_std=(0.0,),
+                                      envelope=envelope, envelope_thickness=2.0, interior=interior,
+                                      envelope_inner=t_in)
+                lab = torch.randint(0, 30, f.shape, dtype=torch.uint8, generator=gen(7))
+                ref = lab.clone()
+                core = f < (-t_in if envelope else 0.0)
+                if interior:
+                    ref.masked_fill_(core & (ref == 0), 31)
+                ref.masked_fill_(~core, 0)
+                if envelope:
+                    ref.masked_fill_((f < 2.0) & ~core, 32)
+                assert torch.equal(mask_with(lab, f, fg, 32, 31 if interior else None), ref)
     inside = f < 0
     box = []
     for ax in range(3):
@@ -193,7 +202,7 @@ def test_solid_blocks_are_found_and_placement_is_unchanged_by_them_and_by_the_ca
     # big solid blobs scaled up: many output blocks sample only all-ones cells
     bank = Bank(n=4, seed=1, content_hash="test-fastpaths-solid")
     bank.masks = [np.ones((40, 36, 44), dtype=np.uint8)] + bank.masks[1:]
-    cfg = EnsembleConfig(shapes=(3, 5), scale=(1.0, 1.5), foreground_p=0.0, median_smoothing=False,
+    cfg = EnsembleConfig(shapes=(3, 5), scale=(0.67, 1.0), foreground_p=0.0, median_smoothing=False,
                          compact_labels=False)
     size = 64
     grid = BlockGrid.for_size(size)

@@ -70,10 +70,11 @@ def test_label_range_128() -> None:
 
 
 def test_no_wraparound_beyond_uint8() -> None:
-    cfg = EnsembleConfig(shapes=(300, 300), scale=(0.3, 0.4), foreground_p=0.0, compact_labels=False,
+    # scale is the reference's output->template scale: 2.5-3.3 shrinks the shapes to 0.3-0.4x
+    cfg = EnsembleConfig(shapes=(300, 300), scale=(2.5, 3.3), foreground_p=0.0, compact_labels=False,
                          median_smoothing=False)
     p, lab = render(cfg, 16)
-    assert cfg.max_labels == 301
+    assert cfg.max_labels == 302   # 300 shapes, the mask interior, the envelope
     assert int(lab.max()) > 255 and int(lab.max()) <= 300
     assert int(lab.min()) >= 0
     # uncompacted ids are shape ids: the last shape drawn is on top wherever it landed
@@ -95,28 +96,42 @@ def test_background_exists_with_mask() -> None:
 
 
 def test_foreground_mask_zeroes_outside_and_keeps_inside() -> None:
-    cfg = EnsembleConfig(foreground_p=1.0, envelope_p=0.0, compact_labels=False)
-    p, lab = render(cfg, 32, index=5)
-    f = warped_radius(p.foreground, 32, torch_generator(0, 5, "ensemble.noise"), CPU)
-    assert (lab[f >= 0] == 0).all()
-    unmasked = majority3(place_shapes(p, BANK, CPU)).long()
-    assert torch.equal(lab[f < 0], unmasked[f < 0])
-    assert (f < 0).float().mean() > 0.05
+    for interior in (True, False):
+        cfg = EnsembleConfig(foreground_p=1.0, envelope_p=0.0, compact_labels=False, interior_label=interior)
+        p, lab = render(cfg, 32, index=5)
+        f = warped_radius(p.foreground, 32, torch_generator(0, 5, "ensemble.noise"), CPU)
+        assert (lab[f >= 0] == 0).all()
+        unmasked = majority3(place_shapes(p, BANK, CPU)).long()
+        inside = f < 0
+        covered = inside & (unmasked > 0)
+        assert torch.equal(lab[covered], unmasked[covered])
+        # the mask interior that no shape covers: its own label (one above the shapes) or background
+        hole = inside & (unmasked == 0)
+        assert hole.any()
+        assert (lab[hole] == (p.n_shapes + 1 if interior else 0)).all()
+        assert p.interior_label == (p.n_shapes + 1 if interior else None)
+        assert inside.float().mean() > 0.05
 
 
 def test_envelope_present_when_drawn() -> None:
-    cfg = EnsembleConfig(foreground_p=1.0, envelope_p=1.0, compact_labels=False)
-    p, lab = render(cfg, 32, index=2)
-    env = p.n_shapes + 1
-    assert p.envelope_label == env
-    shell = lab == env
-    assert shell.sum() > 0
-    f = warped_radius(p.foreground, 32, torch_generator(0, 2, "ensemble.noise"), CPU)
-    assert (f[shell] >= 0).all() and (f[shell] < p.foreground.envelope_thickness).all()
-    # the shell surrounds the mask: every envelope voxel borders a non-envelope voxel or mask
+    for both in (True, False):
+        cfg = EnsembleConfig(foreground_p=1.0, envelope_p=1.0, compact_labels=False, envelope_inside=both)
+        p, lab = render(cfg, 32, index=2)
+        env = p.n_shapes + 2     # above the shapes and the interior label
+        assert p.envelope_label == env
+        band = lab == env
+        assert band.sum() > 0
+        fg = p.foreground
+        f = warped_radius(fg, 32, torch_generator(0, 2, "ensemble.noise"), CPU)
+        t_in = fg.envelope_inner
+        assert t_in == (fg.envelope_thickness if both else 0.0)
+        # the band is exactly -t_in <= f < t_out: both sides of the mask edge, or just outside
+        assert torch.equal(band, (f >= -t_in) & (f < fg.envelope_thickness))
+        if both:
+            assert (f[band] < 0).any() and (f[band] >= 0).any()
     cfg0 = EnsembleConfig(foreground_p=1.0, envelope_p=0.0, compact_labels=False)
     p0, lab0 = render(cfg0, 32, index=2)
-    assert p0.envelope_label is None and not (lab0 == p0.n_shapes + 1).any()
+    assert p0.envelope_label is None and not (lab0 == p0.n_shapes + 2).any()
 
 
 def test_params_json_round_trip_rerenders() -> None:

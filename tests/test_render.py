@@ -147,9 +147,9 @@ def test_intensity_steps_never_touch_labels(cfg, dtype, monkeypatch):
 def test_label_dtype_follows_max_labels(bank_path):
     big = EngineConfig.from_dict({"size": 8, "bank": bank_path, "ensemble": {"shapes": [300, 300]}})
     s = render_sample(big, 0, 0)
-    assert s["labels"].dtype == torch.uint16 and big.max_labels == 301
+    assert s["labels"].dtype == torch.uint16 and big.max_labels == 302   # shapes, mask interior, envelope
     assert sample_to_numpy(s)["labels"].dtype == np.uint16
-    assert len(s["meta"]["appearance"][0]["gmm"]["means"]) == 302  # one intensity per possible id
+    assert len(s["meta"]["appearance"][0]["gmm"]["means"]) == 303  # one intensity per possible id
 
 
 # -- CLI ------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def _raw_labels(params: EnsembleParams, bank: Any, size: int, generator: torch.G
             if box is not None:
                 labels[box] = majority3(labels[box].contiguous())
     if f is not None:
-        mask_with(labels, f, fg, params.n_shapes + 1)
+        mask_with(labels, f, fg, params.envelope_label or 0, params.interior_label)
     return labels
 
 
@@ -63,8 +63,9 @@ def apply_ensemble(params: EnsembleParams, bank: Any, size: int, generator: torc
 
     Deterministic in (params, bank content, generator state); the generator supplies only
     the foreground-mask warp noise and may live on `device` or on the CPU (a CPU generator
-    makes the labels the same on every device; everything else is integer arithmetic). Ids: shape k -> k + 1, the envelope ->
-    n_shapes + 1; with `params.compact` the ids present are renumbered 1..K in that order,
+    makes the labels the same on every device; everything else is integer arithmetic). Ids:
+    shape k -> k + 1, the uncovered mask interior (when drawn) -> n_shapes + 1, the envelope
+    -> the next id; with `params.compact` the ids present are renumbered 1..K in that order,
     so the map's maximum is its foreground label count. Always <= params.max_labels.
     """
     labels = _raw_labels(params, bank, size, generator, torch.device(device))

@@ -15,7 +15,7 @@ __all__ = ["EnsembleConfig"]
 @dataclass(frozen=True)
 class EnsembleConfig:
     shapes: tuple[int, int] = (20, 39)              # templates per volume, inclusive
-    scale: tuple[float, float] = (0.5, 1.5)         # per-axis scale factor
+    scale: tuple[float, float] = (0.5, 1.5)         # per-axis output->template scale; shapes grow by 1/scale
     rotation_deg: float = 180.0                     # U(-r, r) per axis
     shear: float = 0.5                              # U(-s, s) per off-diagonal term
     translation: float = 5.0                        # +- voxels at 128 (scaled), jitter on the centre
@@ -27,7 +27,9 @@ class EnsembleConfig:
     foreground_offset: float = 32.0                 # +- voxels at 128
     foreground_warp_std: tuple[float, float] = (1.0, 5.0)   # voxels at 128
     envelope_p: float = 0.5                         # of masked volumes
-    envelope_thickness: tuple[float, float] = (2.0, 4.0)    # voxels at 128
+    envelope_thickness: tuple[float, float] = (2.0, 4.0)    # voxels at 128, per side of the mask edge
+    envelope_inside: bool = True                    # the band spans both sides of the edge (reference)
+    interior_label: bool = True                     # uncovered mask interior gets its own label (reference)
     compact_labels: bool = True                     # renumber present ids to 1..K (order kept)
 
     def __post_init__(self) -> None:
@@ -48,5 +50,5 @@ class EnsembleConfig:
 
     @property
     def max_labels(self) -> int:
-        """The largest label id this config can produce (shapes + envelope)."""
-        return self.shapes[1] + 1
+        """The largest label id this config can produce (shapes + interior + envelope)."""
+        return self.shapes[1] + 1 + int(self.interior_label)

@@ -6,9 +6,17 @@ The mask is `f(x) < 0` with the warped signed radius
 
 where `u` is a smooth multi-scale random displacement: for each scale s (8, 16, 32 voxels
 at 128, scaled with the side) a grid of spacing ~s of N(0, std_s^2) vectors, drawn from the
-torch generator and upsampled trilinearly. The envelope is the shell `0 <= f < t` just outside
-the mask, i.e. about `t` voxels thick (|grad f| ~ 1), which replaces a costly dilation
-(a 9x9x9 max-pool costs 0.7 s at 128^3).
+torch generator and upsampled trilinearly. The envelope is the band `-t_in <= f < t_out`
+across the mask edge, about `t_in + t_out` voxels thick (|grad f| ~ 1), which replaces a
+costly dilation and erosion (a 9x9x9 max-pool costs 0.7 s at 128^3). Like the reference's
+dilation minus erosion, the default band lies on both sides of the edge (t_in = t_out):
+the "skin" covers the outermost organs as well as wrapping them (records drawn before that
+have t_in = 0, a shell just outside the mask).
+
+Inside the mask, the voxels that no shape covers get a label of their own ("interior",
+drawn per map) instead of background, as in the reference: a body's tissue between organs
+is not the air around it, and without it a masked map is mostly background (0.88 of the
+volume with the built-in bank) and the contrastive anchors mostly "background".
 
 Cost: `f` is evaluated on a coarse grid (spacing ~4 voxels at 128; exact up to the
 trilinear interpolation of an already smooth field) and upsampled to full resolution with
@@ -112,15 +120,28 @@ def inside_box(f: torch.Tensor, margin: int = 1) -> tuple[slice, slice, slice] |
     return box[0], box[1], box[2]
 
 
-def mask_with(labels: torch.Tensor, f: torch.Tensor, fg: ForegroundParams, envelope_id: int) -> torch.Tensor:
-    """Zero `labels` where f >= 0 and paint the shell 0 <= f < thickness (if drawn); in place.
+def mask_with(labels: torch.Tensor, f: torch.Tensor, fg: ForegroundParams, envelope_id: int,
+              interior_id: int | None = None) -> torch.Tensor:
+    """Apply the foreground mask to `labels` in place and return it.
 
-    As integer arithmetic on the 0/1 bytes of the bool masks (labels * inside + id * shell):
+    With `t_in = fg.envelope_inner`, `t_out = fg.envelope_thickness` (the band only when
+    `fg.envelope`, else t_in = t_out = 0): voxels with f >= t_out become 0; the band
+    -t_in <= f < t_out becomes `envelope_id`; inside (f < -t_in) shapes keep their ids and,
+    when `fg.interior`, the uncovered voxels (0) become `interior_id`.
+
+    As integer arithmetic on the 0/1 bytes of the bool masks (labels * core + id * band ...):
     masked_fill_ with an irregular mask costs ~14 ms at 128^3, a uint8 product ~0.2 ms.
     """
-    inside = torch.lt(f, 0).view(torch.uint8)            # bool bytes are 0/1
-    labels.mul_(inside)
+    t_in = float(fg.envelope_inner) if fg.envelope else 0.0
+    core = torch.lt(f, -t_in).view(torch.uint8)          # bool bytes are 0/1
+    labels.mul_(core)
+    if fg.interior:
+        if interior_id is None:
+            raise ValueError("the foreground mask draws an interior label: pass interior_id")
+        # uncovered core voxels: core & (labels == 0) as bytes, times the id
+        hole = torch.eq(labels, 0).view(torch.uint8).mul_(core)
+        labels.add_(hole, alpha=interior_id)
     if fg.envelope:
-        shell = torch.lt(f, float(fg.envelope_thickness)).view(torch.uint8).sub_(inside)   # inside is a subset
-        labels.add_(shell, alpha=envelope_id)
+        band = torch.lt(f, float(fg.envelope_thickness)).view(torch.uint8).sub_(core)   # core is a subset
+        labels.add_(band, alpha=envelope_id)
     return labels

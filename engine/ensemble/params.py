@@ -5,10 +5,24 @@ warp) comes later from the torch generator of "ensemble.noise". Lengths are stor
 of the volume they were drawn for (`size`), already scaled by size/128 and clamped.
 
 Placement: the benchmark and procedural templates are tight crops without an anatomical
-position, so (unlike the reference, whose whole-scan templates sit where the organ is and
-only move +-5 voxels) each shape's centre is drawn uniformly in `centre_range` of the side
-per axis, plus the reference's +-`translation` jitter. With the default (0.1, 0.9) the
-20-39 organ-sized shapes fill the volume densely, the way the reference's maps look.
+position, so each shape's centre is drawn uniformly in `centre_range` of the side per axis,
+plus the reference's +-`translation` jitter. The reference pads each template to the volume
+and applies its affine about the array corner with wrap-around, so a shape tiles the volume
+as large lobes (copies cut by the border); its maps are dense because of that (background
+0.18 of an unconstrained map). Here a shape is placed once, whole, where its centre falls,
+and magnified by 1/scale per axis like the reference's output->template scale (mean 1.1x
+per axis); with organ-sized templates (the built-in bank, generator version 2, or the
+benchmark set) the 20-39 shapes leave as little background as the reference's (0.19; see
+density.py), without copies of one shape under one label.
+
+Foreground mask (REFERENCE.md; drawn with p 2/3): the uncovered interior gets a label of its
+own and the envelope band (p 1/2 of masked maps) spans both sides of the mask edge, both as
+in the reference: a body's tissue between organs is not the air around it, and a skin covers
+the outermost organs as well as wrapping them (a band ~9% of the volume, the reference's
+share; one-sided it is half that). With the built-in bank at 32^3 the masked / enveloped
+maps keep 0.64 / 0.60 of the volume as background (the reference: 0.64 / 0.58); without
+the interior label and with a one-sided band 0.68 / 0.63 (`interior_label` and
+`envelope_inside` in the config switch them off).
 """
 from __future__ import annotations
 
@@ -31,7 +45,7 @@ WARP_SCALES = (8.0, 16.0, 32.0)   # displacement scales of the mask warp, voxels
 class ShapeParams:
     """One template placed in the volume; it gets label id (its position in the list) + 1."""
     template: int                          # bank index
-    scale: tuple[float, float, float]      # per-axis scale (before the size/128 factor)
+    scale: tuple[float, float, float]      # per-axis magnification (before the size/128 factor)
     angles_deg: tuple[float, float, float] # rotations about axes 0, 1, 2 (R = R2 @ R1 @ R0)
     shear: tuple[float, ...]               # 6 off-diagonal terms (row-major, MONAI order)
     flip: tuple[bool, bool, bool]          # template axis flips
@@ -46,7 +60,9 @@ class ForegroundParams:
     warp_scales: tuple[float, ...]         # grid spacings of the displacement noise
     warp_std: tuple[float, ...]            # std of each scale's noise
     envelope: bool
-    envelope_thickness: float
+    envelope_thickness: float              # band width outside the mask edge
+    interior: bool = False                 # mask interior that no shape covers gets its own label
+    envelope_inner: float = 0.0            # band width inside the mask edge (0: outside only)
 
 
 @dataclass(frozen=True)
@@ -65,10 +81,19 @@ class EnsembleParams:
         return len(self.shapes)
 
     @property
-    def envelope_label(self) -> int | None:
-        """The envelope's id before compaction (one above the last shape), or None."""
-        if self.foreground is not None and self.foreground.envelope:
+    def interior_label(self) -> int | None:
+        """The id of the uncovered mask interior before compaction (one above the last shape),
+        or None."""
+        if self.foreground is not None and self.foreground.interior:
             return self.n_shapes + 1
+        return None
+
+    @property
+    def envelope_label(self) -> int | None:
+        """The envelope's id before compaction (above the last shape and the interior), or None."""
+        fg = self.foreground
+        if fg is not None and fg.envelope:
+            return self.n_shapes + 1 + int(fg.interior)
         return None
 
     def to_json(self) -> dict[str, Any]:
@@ -98,6 +123,9 @@ class EnsembleParams:
                 warp_std=_tup(fg["warp_std"], float),
                 envelope=bool(fg["envelope"]),
                 envelope_thickness=float(fg["envelope_thickness"]),
+                # records written before these keys existed meant neither (same map re-rendered)
+                interior=bool(fg.get("interior", False)),
+                envelope_inner=float(fg.get("envelope_inner", 0.0)),
             )
             ts = d.get("template_shapes")
             return cls(
@@ -152,7 +180,9 @@ def _shear_matrix(s: Sequence[float]) -> np.ndarray:
 
 
 def _draw_shape(cfg: EnsembleConfig, size: int, template: int, rng: np.random.Generator) -> ShapeParams:
-    scale = rng.uniform(cfg.scale[0], cfg.scale[1], 3)
+    # the reference's affine maps output to template coordinates with this per-axis scale, so
+    # a shape is magnified by its inverse (0.67-2x, mean 1.1x per axis, 1.33x in volume)
+    scale = 1.0 / rng.uniform(cfg.scale[0], cfg.scale[1], 3)
     angles = rng.uniform(-cfg.rotation_deg, cfg.rotation_deg, 3)
     shear = rng.uniform(-cfg.shear, cfg.shear, 6)
     for _ in range(8):
@@ -202,14 +232,19 @@ def sample_ensemble(cfg: EnsembleConfig, size: int, bank_shapes: Sequence[tuple[
         radius = _length(rng.uniform(*cfg.foreground_radius), size)
         std = rng.uniform(cfg.foreground_warp_std[0], cfg.foreground_warp_std[1], len(WARP_SCALES)) * size / REF_SIDE
         envelope = bool(rng.random() < cfg.envelope_p)
-        thick = _length(rng.uniform(*cfg.envelope_thickness), size)
+        thick = float(rng.uniform(*cfg.envelope_thickness)) * size / REF_SIDE
+        # at least one voxel across: one-sided bands >= 1, two-sided >= 0.5 per side (f is a
+        # continuous distance, so a 1.5-voxel band at 32^3 keeps the 128^3 band's volume share)
+        thick = max(0.5 if cfg.envelope_inside else 1.0, thick)
         foreground = ForegroundParams(
             centre=_tup(centre, float),
             radius=float(radius),
             warp_scales=tuple(_length(s, size) for s in WARP_SCALES),
             warp_std=_tup(std, float),
             envelope=envelope,
-            envelope_thickness=float(thick),
+            envelope_thickness=thick,
+            interior=bool(cfg.interior_label),
+            envelope_inner=thick if cfg.envelope_inside else 0.0,
         )
     return EnsembleParams(
         size=int(size),

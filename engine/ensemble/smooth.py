@@ -17,7 +17,7 @@ Windows with M == m are uniform. A window holds only the two values {m, M} exact
 sum (x - m)(M - x) = 0, i.e. Q == (m + M) S - 27 m M; then the count of M is
 (S - 27 m) / (M - m) and the majority is M iff S - 27 m >= 14 (M - m). Only the few windows
 with 3+ labels are gathered and decided exactly (Boyer-Moore vote, then a count). For uint8
-maps with ids <= 98 (the default config has <= 40) the two-label test and the vote run over
+maps with ids <= 98 (the default config has <= 41) the two-label test and the vote run over
 the whole volume in int16 arithmetic (_majority3_narrow): no gathers of the edge voxels and no
 bool comparisons or torch.where (3-10x the cost of an int16 add on the CPU).
 """

@@ -1,9 +1,18 @@
 """Procedural shape families that need no data, sized for a 128^3 volume.
 
-Families (share of a bank): deformed ellipsoids (30 %), smooth blobs (22 %), hollow shells,
-some cut open or perforated (12 %), single tubes (10 %), branching vessel trees (14 %) and
-long curved structures (arcs and helices, 12 %). Sides run from ~6 to ~115 voxels with a
-log-uniform "organ-like" spread (most shapes mid-sized, few very large).
+Families (share of a bank): deformed ellipsoids (32 %), smooth blobs (28 %), hollow shells,
+some cut open or perforated (10 %), single tubes (8 %), branching vessel trees (10 %) and
+long curved structures (arcs and helices, 12 %). Solid shapes have a log-uniform base side
+of 30-150 voxels (times a per-axis aspect 0.6-1.4, at most MAX_SIDE = 170): organ-sized, like
+CT organ masks at ~1.5 mm (kidney ~60, liver ~130) and like the benchmark template set.
+
+Calibration (generator version 2): the sizes and shares were chosen so that label ensembles
+drawn from the built-in bank (384 templates, seed 0) are as dense as the reference's on the
+benchmark template set (engine/ensemble/density.py holds the targets; benchmarks/RESULTS.md,
+"Label density", the measurements): version 1 (sides 12-90, 52 % solid shapes, mean template
+34k voxels) left 0.73 of an unconstrained map as background; version 2 (mean ~190k voxels,
+60 % solid; the benchmark set's is 162k) leaves ~0.19, the reference's 0.18. The thin
+families (tubes, trees, arcs, shells) add variety more than volume.
 
 Every function takes a `numpy.random.Generator`; template `i` of `make_procedural_bank(out,
 count, seed)` is drawn from `SeedSequence(seed, spawn_key=(i,))`, so the bank is the same
@@ -34,8 +43,8 @@ __all__ = [
     "curved",
 ]
 
-GENERATOR_VERSION = 1
-MAX_SIDE = 115
+GENERATOR_VERSION = 2   # 2: organ-sized (see the module docstring)
+MAX_SIDE = 170
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -44,7 +53,7 @@ def _rng_for(seed: int, i: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=(int(i),))))
 
 
-def _dims(rng: np.random.Generator, lo: float = 12.0, hi: float = 90.0) -> np.ndarray:
+def _dims(rng: np.random.Generator, lo: float = 30.0, hi: float = 150.0) -> np.ndarray:
     """Three box sides (voxels): a log-uniform base times a per-axis aspect."""
     base = math.exp(rng.uniform(math.log(lo), math.log(hi)))
     return np.clip(base * rng.uniform(0.6, 1.4, 3), 6, MAX_SIDE)
@@ -164,13 +173,13 @@ def blob(rng: np.random.Generator) -> np.ndarray:
 
 
 def shell(rng: np.random.Generator) -> np.ndarray:
-    """A hollow deformed ellipsoidal shell 1.5-4 voxels thick; half of them cut open by a
+    """A hollow deformed ellipsoidal shell 1.5-5 voxels thick; half of them cut open by a
     plane, a third perforated (skull-, bladder-, diaphragm-, bone-cortex-like)."""
-    semi = _dims(rng, 20, 100) / 2
+    semi = _dims(rng, 30, 170) / 2
     amp = rng.uniform(0.03, 0.2)
     u, shape = _ellipsoid_coords(_rotation(rng), semi, 1 + amp)
     r = _radius(u) + amp * _smooth_noise(rng, shape, int(rng.integers(3, 6)))
-    t = rng.uniform(1.5, 4.0) / float(np.exp(np.log(semi).mean()))
+    t = rng.uniform(1.5, 5.0) / float(np.exp(np.log(semi).mean()))
     m = (r < 1) & (r >= 1 - t)
     if rng.random() < 0.5:
         m &= u[0] > rng.uniform(-0.6, 0.4)
@@ -181,9 +190,9 @@ def shell(rng: np.random.Generator) -> np.ndarray:
 
 def tube(rng: np.random.Generator) -> np.ndarray:
     """One smooth curved tube with a slowly varying radius (ureter, bowel loop, vessel)."""
-    length = math.exp(rng.uniform(math.log(25), math.log(110)))
+    length = math.exp(rng.uniform(math.log(30), math.log(170)))
     pts = _path(rng, np.zeros(3), _unit(rng), length, rng.uniform(0.01, 0.08))
-    r0 = rng.uniform(1.5, 7.0)
+    r0 = rng.uniform(2.0, 9.0)
     radii = r0 * (1 + 0.25 * np.sin(np.linspace(0, rng.uniform(1, 6), len(pts)) + rng.uniform(0, 6.3)))
     return _stamp(pts[:: max(1, int(r0 / 2))], radii[:: max(1, int(r0 / 2))])
 
@@ -192,7 +201,7 @@ def vessel_tree(rng: np.random.Generator) -> np.ndarray:
     """A branching vessel tree: bifurcations with Murray's-law radii and 20-70 degree splits."""
     pts: list[np.ndarray] = []
     rad: list[np.ndarray] = []
-    stack = [(np.zeros(3), _unit(rng), rng.uniform(2.0, 6.0), rng.uniform(25, 55), 0)]
+    stack = [(np.zeros(3), _unit(rng), rng.uniform(2.0, 7.0), rng.uniform(30, 70), 0)]
     max_depth = int(rng.integers(2, 5))
     while stack:
         start, d, r, length, depth = stack.pop()
@@ -217,27 +226,27 @@ def vessel_tree(rng: np.random.Generator) -> np.ndarray:
 
 
 def curved(rng: np.random.Generator) -> np.ndarray:
-    """A long curved structure: an arc or helix segment 50-115 voxels long with a thick,
+    """A long curved structure: an arc or helix segment 60-170 voxels long with a thick,
     tapering cross-section (rib, colon, aortic arch, spinal column-like)."""
-    length = rng.uniform(50, 115)
+    length = rng.uniform(60, 170)
     bend = math.radians(rng.uniform(60, 240))
     R = length / bend
     pitch = rng.uniform(-0.3, 0.3) * R
     n = int(length)
     t = np.linspace(0, bend, n)
     pts = np.stack([R * np.cos(t), R * np.sin(t), pitch * t], 1) @ _rotation(rng).T
-    r0 = rng.uniform(2.0, 10.0)
+    r0 = rng.uniform(3.0, 12.0)
     radii = r0 * np.linspace(1.0, rng.uniform(0.5, 1.2), n)
     return _stamp(pts[:: max(1, int(r0 / 2))], radii[:: max(1, int(r0 / 2))])
 
 
 #: family name -> (generator, share of the bank)
 FAMILIES: dict[str, tuple[Callable[[np.random.Generator], np.ndarray], float]] = {
-    "ellipsoid": (ellipsoid, 0.30),
-    "blob": (blob, 0.22),
-    "shell": (shell, 0.12),
-    "tube": (tube, 0.10),
-    "vessel_tree": (vessel_tree, 0.14),
+    "ellipsoid": (ellipsoid, 0.32),
+    "blob": (blob, 0.28),
+    "shell": (shell, 0.10),
+    "tube": (tube, 0.08),
+    "vessel_tree": (vessel_tree, 0.10),
     "curved": (curved, 0.12),
 }
 
