@@ -17,7 +17,7 @@ from synthvox.engine.ensemble.density import (KINDS, TARGETS, LabelStats, check_
                                               summarise)
 from synthvox.engine.render import render_labels
 from synthvox.engine.seeds import numpy_rng, torch_generator
-from synthvox.engine.templates.bank import DEFAULT_COUNT, DEFAULT_SEED
+from synthvox.engine.templates.builtin import DEFAULT_COUNT, DEFAULT_SEED
 
 #: the kind forced on the same ensembles (the shapes drawn do not depend on the mask coin)
 FORCE = {"unconstrained": {"foreground_p": 0.0},
