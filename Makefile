@@ -35,7 +35,7 @@ help:
 $(STAMP): pyproject.toml setup.py constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[test,data]'
+	$(PIP) install -q -c constraints.txt -e '.[test,data,onnx]'
 	touch $(STAMP)
 
 setup: $(STAMP)
