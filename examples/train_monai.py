@@ -1,6 +1,6 @@
 """synthvox samples in a MONAI training loop, then the same samples from a store and plain webdataset.
 
-    python examples/train_monai.py                 # tiny: 16^3 volumes, 4 steps, ~1 minute on 2 CPU cores
+    python examples/train_monai.py                 # tiny: 16^3 volumes, 4 steps, ~35 s on 2 CPU cores
     python examples/train_monai.py --size 64 --steps 200 --workers 4
 
 1. `SyntheticDataset`: map-style, sample i rendered on demand (deterministic in config, seed, i);
