@@ -126,3 +126,11 @@ def test_onnx_export_runs_without_synthvox(tmp_path):
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "features.onnx")).metadata_props}
     desc = json.loads(meta["synthvox"])
     assert desc["model"] == TINY and desc["normalisation"] == {"kind": "minmax", "clip": None}
+
+
+def test_onnx_without_the_extra_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if the onnx extra were not installed
+    run = _tiny_run(tmp_path)
+    res = CliRunner().invoke(export, ["--ckpt", str(run), "--format", "onnx", "--out", str(tmp_path / "x.onnx")])
+    assert res.exit_code != 0 and "synthvox[onnx]" in res.output and "Traceback" not in res.output
+    assert not list(tmp_path.glob("*x.onnx*"))  # nothing half-written left behind
