@@ -21,7 +21,7 @@ CKPT      ?= bundled
 STORE     ?= $(OUT)/store
 RUN       ?= $(OUT)/run
 
-.PHONY: setup test test-slow demo bench synth-shards pretrain eval data clean help
+.PHONY: setup test test-slow demo bench synth-shards pretrain eval data browser clean help
 
 help:
 	@echo "make demo         the whole flow on embedded defaults (installs into $(VENV))"
@@ -35,12 +35,12 @@ help:
 $(STAMP): pyproject.toml setup.py constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[test,data]'
+	$(PIP) install -q -c constraints.txt -e '.[test,data,onnx]'
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-test: $(STAMP) data
+test: $(STAMP) data browser
 	$(PY) -m pytest -q --durations=20
 
 test-slow: $(STAMP) data
@@ -73,6 +73,15 @@ data:
 		(apt-get install -y -q mricron-data >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q mricron-data >/dev/null 2>&1)) \
 		&& echo "mricron-data: installed with apt" || echo "mricron-data: apt failed; using nilearn's MNI152 data alone"; \
 	else echo "mricron-data: not installable here (needs root apt); using nilearn's MNI152 data alone"; fi
+
+# Headless Chromium for the report's page-width test (tests/test_report_browser.py): Debian's
+# chromium where apt works and we are root; the test is skipped with the reason elsewhere.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: installed"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1)) \
+		&& echo "chromium: installed with apt" || echo "chromium: apt failed; the report page-width test will be skipped"; \
+	else echo "chromium: not installable here (needs root apt); the report page-width test will be skipped"; fi
 
 clean:
 	rm -rf $(OUT)

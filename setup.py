@@ -7,7 +7,7 @@ pyproject.toml.
 """
 from setuptools import find_packages, setup
 
-PARTS = ("core", "engine", "pipelines", "train", "downstream", "cli")
+PARTS = ("core", "engine", "pipelines", "train", "downstream", "api", "cli")
 
 packages: list[str] = []
 package_dir: dict[str, str] = {}

@@ -20,14 +20,17 @@ _FEATURES = click.Choice(["net", "mind", "net+mind", "intensity"])
               help="float16: half-size file (NIfTI-1 has no half floats, so scaled int16, ~1e-4 relative precision).")
 @click.option("--pca-png", type=click.Path(dir_okay=False), default=None, help="Write the first three PCs as RGB beside the grey middle slice.")
 @click.option("--max-memory", type=float, default=None, help="GiB for whole-volume inference; larger volumes use sliding windows (default: about 6M voxels).")
+@click.option("--layout", type=click.Choice(["channels", "vector", "nnunet"]), default="channels", show_default=True,
+              help="channels: one 4D file (X, Y, Z, C), the 4th axis marked as channels, not time (nibabel, FSL). "
+                   "vector: one 5D file (X, Y, Z, 1, C) with the vector intent, read by ITK, SimpleITK, ANTs and "
+                   "ITK-SNAP as C components per voxel. nnunet: C files OUT_0000.nii.gz .. OUT_00NN.nii.gz for "
+                   "nnU-Net's multi-channel input (OUT = DIR/CASE).")
 @click.option("--device", default="cpu", show_default=True)
 def features(image: str, out: str, ckpt: str, clip: tuple[float, float] | None, dtype: str, pca_png: str | None,
-             max_memory: float | None, device: str) -> None:
-    """Dense features (C, X, Y, Z -> written as X, Y, Z, C) of IMAGE, saved to OUT with IMAGE's affine."""
-    import numpy as np
-
-    from synthvox.downstream.features import extract_features, voxels_for_memory, write_pca_png
-    from synthvox.downstream.io import load_nifti, save_nifti
+             max_memory: float | None, layout: str, device: str) -> None:
+    """Dense features (C, X, Y, Z) of IMAGE, saved to OUT with IMAGE's affine in the chosen --layout."""
+    from synthvox.downstream.features import extract_features, save_features, voxels_for_memory, write_pca_png
+    from synthvox.downstream.io import load_nifti
     from synthvox.downstream.network import load_network
 
     model, rec = load_network(ckpt, device, echo=click.echo)
@@ -36,13 +39,13 @@ def features(image: str, out: str, ckpt: str, clip: tuple[float, float] | None, 
     if clip is not None:
         norm["clip"] = list(clip)
     feats = extract_features(model, vol.data, norm, device, None if max_memory is None else voxels_for_memory(max_memory))
-    arr = np.ascontiguousarray(feats.numpy().transpose(1, 2, 3, 0), dtype=np.float32)
     # NIfTI-1 has no half floats: "float16" stores 2-byte scaled integers (read back as float).
-    save_nifti(arr, vol.affine, out, f"synthvox features {rec.get('name', ckpt)}"[:79],
-               on_disk="int16" if dtype == "float16" else None)
+    paths = save_features(feats, vol.affine, out, layout, f"synthvox features {rec.get('name', ckpt)}"[:79],
+                          on_disk="int16" if dtype == "float16" else None)
     if pca_png:
         write_pca_png(vol.data, feats, pca_png)
-    click.echo(f"features {tuple(feats.shape)} -> {out}")
+    where = out if len(paths) == 1 else f"{paths[0]} .. {paths[-1].name} ({len(paths)} files)"
+    click.echo(f"features {tuple(feats.shape)} ({layout}) -> {where}")
 
 
 def _config(features_kind: str, no_affine: bool):

@@ -45,13 +45,18 @@ def fewshot(ckpts: tuple[str, ...], data: str, shots: list[int], seeds: int, pro
 @click.argument("records", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder for report.md / report.html.")
 @click.option("--title", default="synthvox evaluation report", show_default=True)
-def report(records: tuple[str, ...], out: str, title: str) -> None:
+@click.option("--label-names", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Names for labels the records leave as numbers: an atlas sidecar (mricron's aal.nii.txt "
+                   "'id name' lines, a BIDS dseg.tsv, or JSON {id: name}).")
+def report(records: tuple[str, ...], out: str, title: str, label_names: str | None) -> None:
     """Markdown and self-contained HTML report from results records (files or folders)."""
+    from synthvox.downstream.labelnames import read_label_names
     from synthvox.downstream.report import build_report
     from synthvox.downstream.results import read_records
 
     recs = read_records(records)
-    paths = build_report(recs, out, title=title)
+    names = read_label_names(label_names) if label_names else None
+    paths = build_report(recs, out, title=title, label_names=names)
     click.echo(f"{len(recs)} records -> {paths['markdown']} and {paths['html']}")
 
 

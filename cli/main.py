@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # downstream
     "features": ("synthvox.cli.downstream_cmds:features", "Dense features of a NIfTI volume from a checkpoint."),
     "register": ("synthvox.cli.downstream_cmds:register", "Deformable registration of a moving image to a fixed one."),
+    "export": ("synthvox.cli.export_cmds:export", "Export a checkpoint as a TorchScript or ONNX file that runs without synthvox."),
     "register-batch": ("synthvox.cli.downstream_cmds:register_batch", "Register every pair of a Learn2Reg-style pairs file."),
     "fewshot": ("synthvox.cli.eval_cmds:fewshot", "Few-shot segmentation fine-tuning and evaluation."),
     "report": ("synthvox.cli.eval_cmds:report", "Markdown and HTML report from results records."),

@@ -41,6 +41,7 @@ from synthvox.train.checkpoint import load_model
 from .datasets import write_nifti, write_nnunet_dataset
 from .fewshot import run_fewshot
 from .fewshot.run import init_tag
+from .labelnames import write_label_names
 from .registration import RegistrationConfig, register_files
 from .report import build_report
 from .results import read_records, write_record
@@ -212,13 +213,15 @@ def build_fewshot_datasets(root: Path, sources: dict[str, Any]) -> list[Path]:
     return out
 
 
-def _pair(root: Path, case: str, fixed: tuple, moving: tuple) -> dict[str, Any]:
-    """Write fixed/moving images and labels of one registration pair; return the pair dict."""
+def _pair(root: Path, case: str, fixed: tuple, moving: tuple, names: dict[int, str] | None = None) -> dict[str, Any]:
+    """Write fixed/moving images and labels (with a names sidecar when `names`) of one registration pair."""
     d = root / case
     paths = {}
     for role, (img, lab, aff) in (("fixed", fixed), ("moving", moving)):
         paths[role] = write_nifti(d / f"{role}.nii.gz", img.astype(np.float32), aff)
         paths[f"{role}_labels"] = write_nifti(d / f"{role}_labels.nii.gz", lab.astype(np.int16), aff)
+        if names:
+            write_label_names(d / f"{role}_labels.nii.txt", {i: n for i, n in names.items() if i})
     return {"case": case, **paths}
 
 
@@ -231,7 +234,7 @@ def registration_pairs(root: Path, sources: dict[str, Any], n_warps: int, both_d
             rng = numpy_rng(EVAL_SEED, s, "eval.colin-warp")
             disp = smooth_warp(colin["t1"].shape, rng)
             moving = (contrast_curve(warp_array(colin["t1"], disp, False), rng), warp_array(colin["aal"], disp, True), colin["affine"])
-            p = _pair(root, f"colin27-warp-{s}", (colin["t1"], colin["aal"], colin["affine"]), moving)
+            p = _pair(root, f"colin27-warp-{s}", (colin["t1"], colin["aal"], colin["affine"]), moving, colin["aal_names"])
             pairs.append({**p, "setting": "colin27-warp (AAL Dice)"})
     if colin is not None and sources["mni"]:
         mni = load_mni(resolution=2)

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .io import save_figure
+from .io import save_figure, save_nifti
 
-__all__ = ["normalise_image", "extract_features", "DEFAULT_MAX_VOXELS", "voxels_for_memory", "pca_rgb", "write_pca_png"]
+__all__ = ["normalise_image", "extract_features", "DEFAULT_MAX_VOXELS", "voxels_for_memory", "pca_rgb", "write_pca_png",
+           "LAYOUTS", "save_features", "nnunet_paths"]
 
 #: Whole-volume inference up to this many (padded) voxels: 160x192x160 fits (about 4.1 GB peak
 #: on CPU with the reference UNet, ~850 bytes per voxel).
@@ -151,3 +152,55 @@ def write_pca_png(image: np.ndarray, feats: torch.Tensor | np.ndarray, path: str
         a.axis("off")
 
     return save_figure(fig, path, dpi=100, bbox_inches="tight")
+
+
+#: How `save_features` lays the C feature channels out on disk (see its docstring).
+LAYOUTS = ("channels", "vector", "nnunet")
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def nnunet_paths(out: str | Path, channels: int) -> list[Path]:
+    """`DIR/CASE_0000.nii.gz .. DIR/CASE_{C-1:04d}.nii.gz` for OUT = `DIR/CASE` (a .nii/.nii.gz suffix is dropped)."""
+    out = Path(out)
+    name = out.name
+    for suf in _NIFTI_SUFFIXES:
+        if name.endswith(suf):
+            name = name[: -len(suf)]
+            break
+    if not name:
+        raise ValueError(f"{out}: the nnunet layout needs a case name, e.g. imagesTr/case001")
+    return [out.with_name(f"{name}_{c:04d}.nii.gz") for c in range(channels)]
+
+
+def save_features(feats: torch.Tensor | np.ndarray, affine: np.ndarray, out: str | Path, layout: str = "channels",
+                  description: str = "synthvox features", on_disk: str | None = None) -> list[Path]:
+    """Write `(C, X, Y, Z)` features with the image's affine; returns the files written.
+
+    layout:
+      "channels": one 4D file `(X, Y, Z, C)`; the 4th axis is marked as no time axis (time
+        unit unknown, step 0, intent name "channels"): nibabel, FSL and numpy users.
+      "vector": one 5D file `(X, Y, Z, 1, C)` with the NIfTI vector intent, which ITK
+        (SimpleITK, ANTs, ITK-SNAP) reads as one image with C components per voxel.
+      "nnunet": one 3D file per channel, `CASE_0000.nii.gz .. CASE_{C-1:04d}.nii.gz` beside
+        OUT = `DIR/CASE`: nnU-Net's multi-channel input naming (channel_names 0..C-1).
+    on_disk: "int16" stores scaled 2-byte integers (NIfTI-1 has no half floats).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r} is not one of {list(LAYOUTS)}")
+    f = np.asarray(feats, np.float32)
+    if f.ndim != 4:
+        raise ValueError(f"features must be (C, X, Y, Z), got shape {f.shape}")
+    if layout == "nnunet":
+        paths = nnunet_paths(out, f.shape[0])
+        return [save_nifti(np.ascontiguousarray(f[c]), affine, p, f"{description} ch {c}"[:79], on_disk=on_disk)
+                for c, p in enumerate(paths)]
+    arr = np.ascontiguousarray(f.transpose(1, 2, 3, 0))
+    if layout == "vector":
+        return [save_nifti(arr[:, :, :, None, :], affine, out, description, intent="vector", on_disk=on_disk)]
+
+    def not_time(header: Any) -> None:
+        header.set_xyzt_units("mm", "unknown")
+        header.set_zooms(tuple(header.get_zooms()[:3]) + (0.0,))  # no time step: the axis is channels
+        header.set_intent("none", name="channels")
+
+    return [save_nifti(arr, affine, out, description, on_disk=on_disk, edit_header=not_time)]

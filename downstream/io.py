@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import nibabel as nib
 import numpy as np
@@ -72,12 +72,13 @@ def load_labels(path: str | Path) -> Volume:
 
 
 def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | Path, description: str = "",
-               intent: str | None = None, on_disk: str | None = None) -> Path:
+               intent: str | None = None, on_disk: str | None = None,
+               edit_header: Callable[[nib.Nifti1Header], None] | None = None) -> Path:
     """Write `data` with `affine` atomically (temporary file in the same folder, then rename).
 
     `on_disk`: a numpy dtype name for the file; an integer type for float data makes nibabel
     store scaled integers (scl_slope/inter), e.g. "int16" as the 2-byte stand-in for float16,
-    which NIfTI-1 lacks.
+    which NIfTI-1 lacks. `edit_header(header)` makes last changes (e.g. the 4th axis' spacing).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +92,8 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | Path, descripti
         img.header["descrip"] = description.encode()[:79]
     if intent:
         img.header.set_intent(intent)
+    if edit_header is not None:
+        edit_header(img.header)
     return write_nifti(path, img)
 
 

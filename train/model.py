@@ -17,7 +17,7 @@ output: `default_taps(depth)` = (enc{L-1}, bottleneck, dec{L-1}, dec{L-2}, dec{L
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -75,7 +75,8 @@ class UNet3D(nn.Module):
             raise ValueError(
                 f"in_channels={in_channels}, out_channels={out_channels}, convs_per_level={convs_per_level} must be >= 1"
             )
-        self.config: dict[str, Any] = {
+        # (no annotation: torch.jit.script warns on an annotated dict here; scripting leaves it out)
+        self.config = {
             "in_channels": int(in_channels),
             "out_channels": int(out_channels),
             "widths": widths,
@@ -83,7 +84,8 @@ class UNet3D(nn.Module):
             "norm": norm,
         }
         depth = len(widths) - 1
-        self.depth = depth
+        self.depth: int = depth
+        self.in_channels: int = int(in_channels)  # plain attributes: the scripted forward reads them
         self.encoders = nn.ModuleList()
         c = in_channels
         for l in range(depth):
@@ -101,50 +103,58 @@ class UNet3D(nn.Module):
     @property
     def divisor(self) -> int:
         """Input sides must be multiples of this (2**depth)."""
-        return 2**self.depth
+        return int(2**self.depth)  # int(): TorchScript's int ** int is a float
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 5 or x.shape[1] != self.config["in_channels"]:
-            raise ValueError(f"input must be (B, {self.config['in_channels']}, D, H, W), got {tuple(x.shape)}")
-        bad = [s for s in x.shape[2:] if s % self.divisor]
-        if bad:
-            raise ValueError(
-                f"input spatial shape {tuple(x.shape[2:])} must be divisible by {self.divisor} (2**{self.depth}); "
-                "pad or crop the volume"
-            )
+        # Scriptable (torch.jit.script compiles it into forward): no tuple(), no comprehensions.
+        if x.dim() != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"input must be (B, {self.in_channels}, D, H, W), got {x.shape}")
+        div = self.divisor
+        for s in x.shape[2:]:
+            if s % div != 0:
+                raise ValueError(
+                    f"input spatial shape {x.shape[2:]} must be divisible by {div} (2**{self.depth}); pad or crop the volume"
+                )
 
     def forward_with_taps(self, x: torch.Tensor, taps: Sequence[str] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The output and the requested intermediate activations `{name: (B, C, d, h, w)}`."""
-        self._check_input(x)
-        wanted = set(taps)
-        unknown = wanted - set(tap_names(self.depth))
+        unknown = set(taps) - set(tap_names(self.depth))
         if unknown:
             raise ValueError(f"unknown taps {sorted(unknown)}; known: {tap_names(self.depth)}")
-        got: dict[str, torch.Tensor] = {}
-        skips = []
+        return self._forward(x, list(taps))
+
+    def _forward(self, x: torch.Tensor, wanted: List[str]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """forward_with_taps without the tap-name check, written so torch.jit.script compiles it."""
+        self._check_input(x)
+        got: Dict[str, torch.Tensor] = {}
+        skips: List[torch.Tensor] = []
         h = x
-        for l, enc in enumerate(self.encoders):
+        l = 0
+        for enc in self.encoders:
             h = enc(h)
             if f"enc{l}" in wanted:
                 got[f"enc{l}"] = h
             skips.append(h)
             h = F.max_pool3d(h, 2)
+            l += 1
         h = self.bottleneck(h)
         if "bottleneck" in wanted:
             got["bottleneck"] = h
-        for i, dec in enumerate(self.decoders):
-            l = self.depth - 1 - i
-            h = F.interpolate(h, scale_factor=2, mode="nearest")
+        l = self.depth - 1
+        for dec in self.decoders:
+            h = F.interpolate(h, scale_factor=2.0, mode="nearest")
             h = dec(torch.cat([h, skips[l]], dim=1))
             if f"dec{l}" in wanted:
                 got[f"dec{l}"] = h
+            l -= 1
         out = self.head(h)
         if "out" in wanted:
             got["out"] = out
         return out, got
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_taps(x, ())[0]
+        """Output features `(B, out_channels, D, H, W)` of `x` `(B, in_channels, D, H, W)`."""
+        return self._forward(x, [])[0]
 
 
 def tap_names(depth: int) -> list[str]:

@@ -24,6 +24,7 @@ import torch
 
 from ..grid import apply_matrix, resample_to_grid, warp_volume
 from ..io import Volume, load_labels, load_nifti, save_displacement, save_figure, save_nifti
+from ..labelnames import label_names_for
 from ..metrics import dice_per_label, folding_fraction, hd95_per_label, jacobian_determinant, labels_present, macro_dice, sdlogj
 from ..results import make_record, write_record
 from .config import RegistrationConfig
@@ -167,7 +168,7 @@ def register_files(fixed: str | Path, moving: str | Path, out: str | Path, *, fi
                  tuned_with_masks=False, masks_used=bool(fm is not None or mm is not None))
     record = make_record(task="registration", method=cfg.features, case=case or f"{Path(moving).name}->{Path(fixed).name}",
                          metrics=metrics, units=units, checkpoint=ckpt, protocol="cpu" if device == "cpu" else "gpu",
-                         device=str(device), labels={} if fl is None else {i: str(i) for i in sorted(labels_present(fl.data))},
+                         device=str(device), labels={} if fl is None else label_names_for(fixed_labels, sorted(labels_present(fl.data))),
                          artifacts=artifacts, extra=extra)
     write_record(record, out / "metrics.json")
     if echo is not None:
