@@ -65,6 +65,7 @@ def _rec(case: str, method: str, v: float) -> dict:
 
 def test_report_names_n1_and_plots(tmp_path):
     from synthvox.cli.eval_cmds import report
+    from synthvox.cli.main import main
 
     for i, (case, method) in enumerate((("a", "mind"), ("b", "mind"), ("a", "net+mind"))):
         write_record(_rec(case, method, 0.5 + 0.1 * i), tmp_path / "recs" / f"r{i}.json")
@@ -81,7 +82,7 @@ def test_report_names_n1_and_plots(tmp_path):
     assert "| method | dice_macro_before [1] | dice_macro_after [1] |" in md  # constant columns stated once
     assert "All rows: checkpoint none · protocol cpu · device cpu" in md
     (tmp_path / "notes.txt").write_text("not a label list\n")
-    bad = CliRunner().invoke(report, [str(tmp_path / "recs"), "--out", str(tmp_path / "rep2"),
+    bad = CliRunner().invoke(main, ["report", str(tmp_path / "recs"), "--out", str(tmp_path / "rep2"),
                                       "--label-names", str(tmp_path / "notes.txt")])
     assert bad.exit_code != 0 and "notes.txt" in bad.output and "Traceback" not in bad.output
 
