@@ -32,7 +32,7 @@ class RegistrationConfig:
     features: Literal["net", "mind", "net+mind", "intensity"] = "net+mind"
     net_weight: float = 0.1          # scale of network features beside MIND in "net+mind"
     mind_radius: int = 2
-    mind_dilation: int = 2
+    mind_dilation: int | tuple[int, ...] = 2   # a tuple: one MIND-SSC per dilation, concatenated
     mind_level: int | None = None     # MIND on the image pooled by this; None: half the finest stage level if >= 4, else 1
     affine: bool = True
     affine_level: int | None = None  # None: smallest power of two with <= 32^3 grid points
@@ -96,6 +96,12 @@ class RegistrationConfig:
         if self.mind_level is not None:
             return math.gcd(self.mind_level, level)
         return level // 2 if level >= 4 else 1
+
+    @property
+    def mind_dilations(self) -> tuple[int, ...]:
+        """The MIND-SSC dilations (one descriptor of 12 channels each)."""
+        d = self.mind_dilation
+        return tuple(d) if isinstance(d, (tuple, list)) else (d,)
 
     @property
     def needs_network(self) -> bool:

@@ -60,7 +60,7 @@ def compute_features(image: np.ndarray, cfg: RegistrationConfig, model: torch.nn
         parts.append(_network_features(image, cfg, model, normalisation, device))
     if cfg.features in ("mind", "net+mind"):
         x = normalise_image(image, normalisation)[None, None].to(device)
-        parts.append(mind_ssc(x, cfg.mind_radius, cfg.mind_dilation).cpu())
+        parts.append(torch.cat([mind_ssc(x, cfg.mind_radius, d) for d in cfg.mind_dilations], 1).cpu())
     if cfg.features == "intensity":
         parts.append(normalise_image(image, normalisation)[None, None])
     if cfg.features == "net+mind":
@@ -99,10 +99,11 @@ def pooled_features(image: np.ndarray, cfg: RegistrationConfig, model: torch.nn.
         ml = cfg.mind_level_for(level)
         x = normalise_image(image, normalisation)[None, None].to(device)
         if ml == 1:
-            add(mind_ssc(x, cfg.mind_radius, cfg.mind_dilation).cpu().float())
+            add(torch.cat([mind_ssc(x, cfg.mind_radius, d) for d in cfg.mind_dilations], 1).cpu().float())
         else:
             x = pool(_pad(x, multiple), ml)
-            add(mind_ssc(x, max(1, cfg.mind_radius // ml), max(1, cfg.mind_dilation // ml)).cpu().float(), pooled=ml)
+            add(torch.cat([mind_ssc(x, max(1, cfg.mind_radius // ml), max(1, d // ml)) for d in cfg.mind_dilations], 1).cpu().float(),
+                pooled=ml)
     if cfg.features == "intensity":
         add(normalise_image(image, normalisation)[None, None])
     return torch.cat(parts, 1).float(), float(torch.cat(variances, 1).mean())
