@@ -65,7 +65,8 @@ def adam_stage(fix: torch.Tensor, mov: torch.Tensor, init: torch.Tensor, level: 
     None): the parameter is a stationary velocity field and the displacement its
     `integrate_velocity` (diffeomorphic; the regulariser acts on the displacement).
     The parameter lives in grid-point units (voxels / `level`); the returned field (smoothed
-    as used in the loss) is in full-resolution voxels.
+    as used in the loss) is in full-resolution voxels: the displacement, or with `squarings`
+    the velocity (integrate it with `integrate_velocity` on the grid it is wanted on).
     """
     # Fewer channels: grid_sample's cost is proportional to them (the stage's main cost).
     fix, mov = principal_channels(fix, mov, energy)
@@ -84,6 +85,8 @@ def adam_stage(fix: torch.Tensor, mov: torch.Tensor, init: torch.Tensor, level: 
         loss.backward()
         opt.step()
     with torch.no_grad():
+        if squarings is not None:  # the velocity: the caller integrates it at full resolution
+            return smooth(disp, smooth_passes) * level
         return _field(disp, smooth_passes, squarings) * level
 
 

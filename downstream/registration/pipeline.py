@@ -30,7 +30,7 @@ from .config import RegistrationConfig
 from .convex import convex_stage
 from .fields import pool, resample_field
 from .init import initial_world
-from .instance import adam_stage, affine_stage
+from .instance import adam_stage, affine_stage, integrate_velocity
 
 __all__ = ["RegistrationResult", "register_volumes", "compute_features", "pooled_features"]
 
@@ -249,7 +249,14 @@ def register_volumes(fixed: Volume, moving: Volume, cfg: RegistrationConfig | No
         u_lvl = adam_stage(pf[adam_lvl], pm[adam_lvl], init, adam_lvl, cfg.adam_iters,
                            cfg.adam_lr, cfg.lambda_reg, cfg.smooth_passes, pw[adam_lvl], cfg.adam_energy,
                            cfg.squarings if cfg.diffeomorphic else None)
-    u = resample_field(u_lvl, adam_lvl, pshape, 1)[0, :, : shape[0], : shape[1], : shape[2]]
+    u = resample_field(u_lvl, adam_lvl, pshape, 1)
+    if cfg.diffeomorphic:
+        # Integrated at full resolution, with enough steps that each is under half a voxel:
+        # every step is then invertible and so is their composition (no folding).
+        k = max(cfg.squarings, math.ceil(math.log2(max(float(u.abs().max()), 1e-6) / 0.5)))
+        u = integrate_velocity(u, k)
+        info["squarings"] = k
+    u = u[0, :, : shape[0], : shape[1], : shape[2]]
     clock.stop("adam")
 
     clock.start()
