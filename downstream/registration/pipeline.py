@@ -1,12 +1,12 @@
-"""World-correct registration of two volumes: header start -> affine -> convex -> Adam.
+"""World-correct registration of two volumes: start (header/com/moments) -> affine -> convex -> Adam.
 
 Everything happens in the fixed image's voxel grid. The moving image is first resampled into
 it through both affines (the header alignment); the affine stage finds a voxel map `T` of the
 fixed grid; the deformable stages find `u` (fixed-grid voxels). The final pull-back is
 
-    moving voxel = H @ T @ (i + u(i)),      H = inv(A_moving) @ A_fixed,
+    moving voxel = H @ T @ (i + u(i)),      H = inv(A_moving) @ W0 @ A_fixed,
 
-applied once to the original moving image (no double interpolation); in world terms the
+with W0 the start's world map (identity for the header start), applied once to the original moving image (no double interpolation); in world terms the
 displacement is `A_moving @ (moving voxel) - A_fixed @ i` (RAS mm). Folding and SDlogJ are
 those of `i -> i + u(i)` (the affine part has a constant Jacobian).
 """
