@@ -359,8 +359,10 @@ def test_labels_need_their_partner_and_case_id(tmp_path):
     d.mkdir()
     f, m = _write(d, "fixed.nii.gz", img), _write(d, "moving.nii.gz", mimg)
     fl = _write(d, "fl.nii.gz", lab.astype(np.int16))
-    r = CliRunner().invoke(register, ["--fixed", f, "--moving", m, "--fixed-labels", fl, "--features", "mind",
-                                      "--out", str(tmp_path / "o")])
+    from synthvox.cli.main import main
+
+    r = CliRunner().invoke(main, ["register", "--fixed", f, "--moving", m, "--fixed-labels", fl, "--features", "mind",
+                                  "--out", str(tmp_path / "o")])
     assert r.exit_code != 0 and "--fixed-labels was given without --moving-labels" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "o").exists()
     assert case_id(f, m) == "subj01-moving_to_subj01-fixed"
