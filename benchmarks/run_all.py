@@ -15,6 +15,7 @@ BENCHMARKS: list[str] = [
     "bench_labels_store",
     "bench_train",
     "bench_registration",
+    "bench_peer_registration",
     "bench_bundled",
     "bench_fewshot",
 ]

@@ -48,10 +48,16 @@ def features(image: str, out: str, ckpt: str, clip: tuple[float, float] | None, 
     click.echo(f"features {tuple(feats.shape)} ({layout}) -> {where}")
 
 
-def _config(features_kind: str, no_affine: bool):
+def _config(features_kind: str, no_affine: bool, init: str = "auto", diffeomorphic: bool = False):
     from synthvox.downstream.registration import RegistrationConfig
 
-    return RegistrationConfig(features=features_kind, affine=not no_affine)
+    return RegistrationConfig(features=features_kind, affine=not no_affine, init=init, diffeomorphic=diffeomorphic)
+
+
+_INIT = click.Choice(["auto", "header", "com", "moments"])
+_INIT_HELP = ("Start: header (as the affines say), com (centres of mass), moments (plus principal axes); auto: "
+              "header unless the foregrounds barely overlap, then the better of com/moments.")
+_DIFFEO_HELP = "Diffeomorphic output: a stationary velocity field integrated by scaling and squaring (no folding)."
 
 
 def _network(cfg, ckpt: str, device: str):
@@ -72,22 +78,28 @@ def _network(cfg, ckpt: str, device: str):
 @click.option("--moving-mask", type=click.Path(exists=True, dir_okay=False))
 @click.option("--ckpt", default="bundled", show_default=True, help=_CKPT_HELP + " Not needed for mind/intensity.")
 @click.option("--features", "features_kind", type=_FEATURES, default="net+mind", show_default=True)
-@click.option("--no-affine", is_flag=True, help="Skip the affine stage (start from the header alignment).")
+@click.option("--no-affine", is_flag=True, help="Skip the affine stage (it is also dropped when it barely helps).")
+@click.option("--init", type=_INIT, default="auto", show_default=True, help=_INIT_HELP)
+@click.option("--diffeomorphic", is_flag=True, help=_DIFFEO_HELP)
+@click.option("--name", default=None, help="Case id in stdout and metrics.json (default: <moving>_to_<fixed> from the file names).")
 @click.option("--l2r", is_flag=True, help="Also write the Learn2Reg voxel displacement (disp_l2r.nii.gz).")
 @click.option("--no-png", is_flag=True, help="Skip overview.png.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 def register(fixed: str, moving: str, fixed_labels: str | None, moving_labels: str | None, fixed_mask: str | None,
-             moving_mask: str | None, ckpt: str, features_kind: str, no_affine: bool, l2r: bool, no_png: bool,
-             device: str, out: str) -> None:
+             moving_mask: str | None, ckpt: str, features_kind: str, no_affine: bool, init: str, diffeomorphic: bool,
+             name: str | None, l2r: bool, no_png: bool, device: str, out: str) -> None:
     """Warp MOVING onto FIXED (moving -> fixed). Writes disp.nii.gz (pull-back, fixed grid, mm,
     ITK 5D, LPS), warped.nii.gz, warped_labels.nii.gz, metrics.json and overview.png to OUT."""
     from synthvox.downstream.registration import register_files
 
-    cfg = _config(features_kind, no_affine)
+    from synthvox.downstream.registration.run import check_label_pair
+
+    check_label_pair(fixed_labels, moving_labels)
+    cfg = _config(features_kind, no_affine, init, diffeomorphic)
     model, rec = _network(cfg, ckpt, device)
     register_files(fixed, moving, out, fixed_labels=fixed_labels, moving_labels=moving_labels, fixed_mask=fixed_mask,
-                   moving_mask=moving_mask, cfg=cfg, model=model, model_record=rec, l2r=l2r, device=device,
+                   moving_mask=moving_mask, cfg=cfg, model=model, model_record=rec, l2r=l2r, case=name, device=device,
                    png=not no_png, echo=click.echo)
 
 
@@ -96,17 +108,20 @@ def register(fixed: str, moving: str, fixed_labels: str | None, moving_labels: s
 @click.option("--ckpt", default="bundled", show_default=True, help=_CKPT_HELP + " Not needed for mind/intensity.")
 @click.option("--features", "features_kind", type=_FEATURES, default="net+mind", show_default=True)
 @click.option("--no-affine", is_flag=True)
+@click.option("--init", type=_INIT, default="auto", show_default=True, help=_INIT_HELP)
+@click.option("--diffeomorphic", is_flag=True, help=_DIFFEO_HELP)
 @click.option("--l2r", is_flag=True)
 @click.option("--no-png", is_flag=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-def register_batch(pairs: str, ckpt: str, features_kind: str, no_affine: bool, l2r: bool, no_png: bool, device: str, out: str) -> None:
+def register_batch(pairs: str, ckpt: str, features_kind: str, no_affine: bool, init: str, diffeomorphic: bool, l2r: bool,
+                   no_png: bool, device: str, out: str) -> None:
     """Register every pair of PAIRS (JSON: a list of {fixed, moving, fixed_labels?, moving_labels?,
     fixed_mask?, moving_mask?, case?}, or {"pairs": [...]}; paths relative to the file). Each
     moving image is warped onto its fixed image (moving -> fixed); pair CASE writes OUT/CASE/."""
     from synthvox.downstream.registration import register_batch as run_batch
 
-    cfg = _config(features_kind, no_affine)
+    cfg = _config(features_kind, no_affine, init, diffeomorphic)
     model, rec = _network(cfg, ckpt, device)
     records = run_batch(pairs, out, cfg=cfg, model=model, model_record=rec, l2r=l2r, device=device,
                         png=not no_png, echo=click.echo)

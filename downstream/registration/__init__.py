@@ -1,11 +1,13 @@
 """Feature-based deformable registration (ConvexAdam-style) in world-correct coordinates.
 
-Pipeline (all in the fixed image's voxel grid): header alignment (both affines) -> affine
-stage (12 parameters, Adam on feature MSE at a coarse level; `affine=False` / `--no-affine`
-skips it) -> coupled convex discrete optimisation on `grid_sp`-voxel cells searching
+Pipeline (all in the fixed image's voxel grid): a start (`init.py`: the header alignment, or
+matched centres of mass / principal axes when the header leaves the foregrounds apart) -> affine
+stage (12 parameters, Adam on feature MSE at a coarse level, kept only when it removes over half
+of the feature MSE; `affine=False` / `--no-affine` skips it) -> coupled convex discrete optimisation on `grid_sp`-voxel cells searching
 +-`disp_hw` cells (default 4 x 4: local displacements up to 16 voxels beyond the affine),
 optionally inverse-consistent -> Adam instance optimisation of a displacement grid (features
-pooled by `adam_level`, diffusion regulariser, box smoothing). Features: `net`, `mind`
+pooled by `adam_level`, diffusion regulariser, box smoothing; `diffeomorphic=True`: a stationary
+velocity field integrated by scaling and squaring). Features: `net`, `mind`
 (MIND-SSC, no network), `net+mind` (network features x 0.1 beside MIND-SSC, the reference's
 choice), `intensity`. Defaults were tuned without ROI masks; masks are optional.
 

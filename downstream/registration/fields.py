@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..grid import sample_voxels, voxel_grid
 
-__all__ = ["pool", "resample_field", "warp_features", "smooth"]
+__all__ = ["pool", "resample_field", "warp_features", "smooth", "compose"]
 
 
 def pool(x: torch.Tensor, step: int) -> torch.Tensor:
@@ -47,3 +47,8 @@ def smooth(field: torch.Tensor, passes: int) -> torch.Tensor:
             hi = torch.cat([field.narrow(dim, 1, n - 1), field.narrow(dim, n - 1, 1)], dim)
             field = (lo + field + hi) / 3.0
     return field
+
+
+def compose(outer: torch.Tensor, inner: torch.Tensor, step: int) -> torch.Tensor:
+    """The field of `x -> x + inner(x) + outer(x + inner(x))` on one grid (scaling and squaring)."""
+    return inner + warp_features(outer, inner, step)

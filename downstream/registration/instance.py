@@ -6,10 +6,20 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .fields import smooth
+from .fields import compose, smooth
 from ..grid import sample_voxels, voxel_grid
 
-__all__ = ["adam_stage", "affine_stage", "principal_channels"]
+__all__ = ["adam_stage", "affine_stage", "principal_channels", "integrate_velocity"]
+
+
+def integrate_velocity(v: torch.Tensor, squarings: int) -> torch.Tensor:
+    """exp(v) by scaling and squaring: the displacement `(1, 3, d, h, w)` of the flow of the
+    stationary velocity `v` (grid-point units) after unit time. Each step composes the field
+    with itself, so the map stays invertible while `v / 2**squarings` is small."""
+    u = v / float(2**squarings)
+    for _ in range(squarings):
+        u = compose(u, u, 1)
+    return u
 
 
 def _masked_mse(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -46,14 +56,17 @@ def principal_channels(fix: torch.Tensor, mov: torch.Tensor, energy: float) -> t
 
 def adam_stage(fix: torch.Tensor, mov: torch.Tensor, init: torch.Tensor, level: int, iters: int, lr: float,
                lambda_reg: float, smooth_passes: int, weight: torch.Tensor | None = None,
-               energy: float = 1.0) -> torch.Tensor:
+               energy: float = 1.0, squarings: int | None = None) -> torch.Tensor:
     """Refine a displacement grid by Adam on feature MSE + `lambda_reg` * diffusion.
 
     `fix`, `mov`: `(1, C, d, h, w)` features pooled by `level`; `init`: `(1, 3, d, h, w)` in
     full-resolution voxels; `weight` `(1, 1, d, h, w)`: optional ROI weights of the similarity;
-    `energy` < 1: the features are first reduced by `principal_channels`.
+    `energy` < 1: the features are first reduced by `principal_channels`. `squarings` (not
+    None): the parameter is a stationary velocity field and the displacement its
+    `integrate_velocity` (diffeomorphic; the regulariser acts on the displacement).
     The parameter lives in grid-point units (voxels / `level`); the returned field (smoothed
-    as used in the loss) is in full-resolution voxels.
+    as used in the loss) is in full-resolution voxels: the displacement, or with `squarings`
+    the velocity (integrate it with `integrate_velocity` on the grid it is wanted on).
     """
     # Fewer channels: grid_sample's cost is proportional to them (the stage's main cost).
     fix, mov = principal_channels(fix, mov, energy)
@@ -65,14 +78,21 @@ def adam_stage(fix: torch.Tensor, mov: torch.Tensor, init: torch.Tensor, level: 
     grid = voxel_grid(fix.shape[2:], fix.device)[None]
     for _ in range(iters):
         opt.zero_grad(set_to_none=True)
-        u = smooth(disp, smooth_passes)
+        u = _field(disp, smooth_passes, squarings)
         reg = sum(torch.diff(u, dim=d).pow(2).mean() for d in (2, 3, 4))
         warped = sample_voxels(mov, grid + u[0].permute(1, 2, 3, 0)[None], "linear", padding="border")
         loss = _masked_mse(warped, fix, weight) + lambda_reg * reg
         loss.backward()
         opt.step()
     with torch.no_grad():
-        return smooth(disp, smooth_passes) * level
+        if squarings is not None:  # the velocity: the caller integrates it at full resolution
+            return smooth(disp, smooth_passes) * level
+        return _field(disp, smooth_passes, squarings) * level
+
+
+def _field(p: torch.Tensor, smooth_passes: int, squarings: int | None) -> torch.Tensor:
+    u = smooth(p, smooth_passes)
+    return u if squarings is None else integrate_velocity(u, squarings)
 
 
 def affine_stage(fix: torch.Tensor, mov: torch.Tensor, level: int, iters: int, lr: float,

@@ -1,12 +1,12 @@
-"""World-correct registration of two volumes: header start -> affine -> convex -> Adam.
+"""World-correct registration of two volumes: start (header/com/moments) -> affine -> convex -> Adam.
 
 Everything happens in the fixed image's voxel grid. The moving image is first resampled into
 it through both affines (the header alignment); the affine stage finds a voxel map `T` of the
 fixed grid; the deformable stages find `u` (fixed-grid voxels). The final pull-back is
 
-    moving voxel = H @ T @ (i + u(i)),      H = inv(A_moving) @ A_fixed,
+    moving voxel = H @ T @ (i + u(i)),      H = inv(A_moving) @ W0 @ A_fixed,
 
-applied once to the original moving image (no double interpolation); in world terms the
+with W0 the start's world map (identity for the header start), applied once to the original moving image (no double interpolation); in world terms the
 displacement is `A_moving @ (moving voxel) - A_fixed @ i` (RAS mm). Folding and SDlogJ are
 those of `i -> i + u(i)` (the affine part has a constant Jacobian).
 """
@@ -29,7 +29,8 @@ from ..mind import mind_ssc
 from .config import RegistrationConfig
 from .convex import convex_stage
 from .fields import pool, resample_field
-from .instance import adam_stage, affine_stage
+from .init import initial_world
+from .instance import adam_stage, affine_stage, integrate_velocity
 
 __all__ = ["RegistrationResult", "register_volumes", "compute_features", "pooled_features"]
 
@@ -44,6 +45,7 @@ class RegistrationResult:
     affine_voxels: np.ndarray   # (4, 4): T, fixed voxel -> fixed voxel (identity without affine stage)
     affine_world: np.ndarray    # (4, 4): fixed world -> moving world of header + affine stages
     warped: np.ndarray          # (X, Y, Z) float32: moving image pulled back
+    info: dict[str, Any] = field(default_factory=dict)           # start, affine decision, diffeomorphic
     seconds: dict[str, float] = field(default_factory=dict)      # wall seconds per stage
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # process CPU seconds per stage (all threads)
 
@@ -60,7 +62,7 @@ def compute_features(image: np.ndarray, cfg: RegistrationConfig, model: torch.nn
         parts.append(_network_features(image, cfg, model, normalisation, device))
     if cfg.features in ("mind", "net+mind"):
         x = normalise_image(image, normalisation)[None, None].to(device)
-        parts.append(mind_ssc(x, cfg.mind_radius, cfg.mind_dilation).cpu())
+        parts.append(torch.cat([mind_ssc(x, cfg.mind_radius, d) for d in cfg.mind_dilations], 1).cpu())
     if cfg.features == "intensity":
         parts.append(normalise_image(image, normalisation)[None, None])
     if cfg.features == "net+mind":
@@ -99,10 +101,11 @@ def pooled_features(image: np.ndarray, cfg: RegistrationConfig, model: torch.nn.
         ml = cfg.mind_level_for(level)
         x = normalise_image(image, normalisation)[None, None].to(device)
         if ml == 1:
-            add(mind_ssc(x, cfg.mind_radius, cfg.mind_dilation).cpu().float())
+            add(torch.cat([mind_ssc(x, cfg.mind_radius, d) for d in cfg.mind_dilations], 1).cpu().float())
         else:
             x = pool(_pad(x, multiple), ml)
-            add(mind_ssc(x, max(1, cfg.mind_radius // ml), max(1, cfg.mind_dilation // ml)).cpu().float(), pooled=ml)
+            add(torch.cat([mind_ssc(x, max(1, cfg.mind_radius // ml), max(1, d // ml)) for d in cfg.mind_dilations], 1).cpu().float(),
+                pooled=ml)
     if cfg.features == "intensity":
         add(normalise_image(image, normalisation)[None, None])
     return torch.cat(parts, 1).float(), float(torch.cat(variances, 1).mean())
@@ -141,6 +144,19 @@ def _pad(x: torch.Tensor, m: int) -> torch.Tensor:
     return F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]), mode="replicate")
 
 
+def _level_mse(fix: torch.Tensor, mov: torch.Tensor, T: torch.Tensor, level: int, weight: torch.Tensor | None) -> float:
+    """Feature MSE at pooling `level` after pulling `mov` through the voxel map `T` (full-resolution voxels)."""
+    s = torch.eye(4, dtype=torch.float64)
+    s[:3, :3] *= level
+    s[:3, 3] = (level - 1) / 2.0
+    coords = apply_matrix(torch.linalg.inv(s) @ T @ s, voxel_grid(mov.shape[2:], dtype=torch.float64)).float()
+    warped = sample_voxels(mov, coords[None], "linear", padding="border")
+    err = (warped - fix).pow(2).mean(1, keepdim=True)
+    if weight is None:
+        return float(err.mean())
+    return float((err * weight).sum() / weight.sum().clamp(min=1.0))
+
+
 def register_volumes(fixed: Volume, moving: Volume, cfg: RegistrationConfig | None = None,
                      model: torch.nn.Module | None = None, normalisation: dict[str, Any] | None = None,
                      fixed_mask: np.ndarray | None = None, moving_mask: Volume | None = None,
@@ -151,8 +167,11 @@ def register_volumes(fixed: Volume, moving: Volume, cfg: RegistrationConfig | No
     clock = _Clock()
     clock.start()
     shape = fixed.data.shape
-    H = voxel_map(fixed.affine, moving.affine)
-    mov_hdr = resample_to_grid(np.nan_to_num(moving.data, nan=float(np.nanmin(moving.data))), moving.affine, shape, fixed.affine)
+    start = initial_world(fixed, moving, cfg.init, fixed_mask, moving_mask, cfg.init_overlap)
+    H = voxel_map(fixed.affine, moving.affine, start.world)
+    mov_hdr = resample_to_grid(np.nan_to_num(moving.data, nan=float(np.nanmin(moving.data))), moving.affine, shape,
+                               fixed.affine, world=start.world)
+    info: dict[str, Any] = {"init": start.describe(), "diffeomorphic": cfg.diffeomorphic}
     clock.stop("header")
 
     clock.start()
@@ -174,7 +193,8 @@ def register_volumes(fixed: Volume, moving: Volume, cfg: RegistrationConfig | No
         if fixed_mask is not None:
             w = w * torch.as_tensor(np.asarray(fixed_mask) > 0, dtype=torch.float32)[None, None]
         if moving_mask is not None:
-            mm = resample_to_grid(moving_mask.data.astype(np.float32), moving_mask.affine, shape, fixed.affine, "nearest")
+            mm = resample_to_grid(moving_mask.data.astype(np.float32), moving_mask.affine, shape, fixed.affine, "nearest",
+                                  world=start.world)
             w = w * torch.as_tensor(mm > 0, dtype=torch.float32)[None, None]
         weight = w
     wp = None if weight is None else F.pad(weight, tuple(x for n in reversed(shape) for x in (0, (-n) % m)))
@@ -189,9 +209,21 @@ def register_volumes(fixed: Volume, moving: Volume, cfg: RegistrationConfig | No
 
     clock.start()
     T = torch.eye(4, dtype=torch.float64)
+    info["affine"] = {"ran": False, "kept": False}
     if cfg.affine and cfg.affine_iters > 0:
         with _threads(cfg.opt_threads):
-            T = affine_stage(pf[aff_lvl], pm[aff_lvl], aff_lvl, cfg.affine_iters, cfg.affine_lr, pw[aff_lvl])
+            T_fit = affine_stage(pf[aff_lvl], pm[aff_lvl], aff_lvl, cfg.affine_iters, cfg.affine_lr, pw[aff_lvl])
+            # Kept only where it lowers the feature dissimilarity clearly: on pairs without an
+            # affine difference it fits ~1% scalings that cost the deformable stages accuracy.
+            before = _level_mse(pf[aff_lvl], pm[aff_lvl], torch.eye(4, dtype=torch.float64), aff_lvl, pw[aff_lvl])
+            after = _level_mse(pf[aff_lvl], pm[aff_lvl], T_fit, aff_lvl, pw[aff_lvl])
+        gain = (before - after) / max(before, 1e-12)
+        keep = gain >= cfg.affine_min_gain
+        info["affine"] = {"ran": True, "kept": bool(keep), "mse_before": before, "mse_after": after, "gain": gain,
+                          "min_gain": cfg.affine_min_gain, "fitted_voxels": T_fit.tolist()}
+        if keep:
+            T = T_fit
+    if not torch.equal(T, torch.eye(4, dtype=torch.float64)):
         for lv in (cfg.grid_sp, adam_lvl):
             # T in the grid-point coordinates of level lv (point v sits at voxel v*lv + (lv-1)/2).
             s = torch.eye(4, dtype=torch.float64)
@@ -215,8 +247,16 @@ def register_volumes(fixed: Volume, moving: Volume, cfg: RegistrationConfig | No
     init = resample_field(coarse, cfg.grid_sp, pf[adam_lvl].shape[2:], adam_lvl)
     with _threads(cfg.opt_threads):
         u_lvl = adam_stage(pf[adam_lvl], pm[adam_lvl], init, adam_lvl, cfg.adam_iters,
-                           cfg.adam_lr, cfg.lambda_reg, cfg.smooth_passes, pw[adam_lvl], cfg.adam_energy)
-    u = resample_field(u_lvl, adam_lvl, pshape, 1)[0, :, : shape[0], : shape[1], : shape[2]]
+                           cfg.adam_lr, cfg.lambda_reg, cfg.smooth_passes, pw[adam_lvl], cfg.adam_energy,
+                           cfg.squarings if cfg.diffeomorphic else None)
+    u = resample_field(u_lvl, adam_lvl, pshape, 1)
+    if cfg.diffeomorphic:
+        # Integrated at full resolution, with enough steps that each is under half a voxel:
+        # every step is then invertible and so is their composition (no folding).
+        k = max(cfg.squarings, math.ceil(math.log2(max(float(u.abs().max()), 1e-6) / 0.5)))
+        u = integrate_velocity(u, k)
+        info["squarings"] = k
+    u = u[0, :, : shape[0], : shape[1], : shape[2]]
     clock.stop("adam")
 
     clock.start()
@@ -236,6 +276,7 @@ def register_volumes(fixed: Volume, moving: Volume, cfg: RegistrationConfig | No
         affine_voxels=T.numpy(),
         affine_world=Tw,
         warped=warped.numpy(),
+        info=info,
         seconds=clock.wall,
         cpu_seconds=clock.cpu,
     )

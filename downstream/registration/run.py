@@ -30,7 +30,7 @@ from ..results import make_record, write_record
 from .config import RegistrationConfig
 from .pipeline import RegistrationResult, register_volumes
 
-__all__ = ["registration_metrics", "register_files", "register_batch", "read_pairs"]
+__all__ = ["registration_metrics", "register_files", "register_batch", "read_pairs", "case_id", "check_label_pair"]
 
 
 def _finite_mean(d: dict[int, float]) -> float:
@@ -113,6 +113,33 @@ def _labels_on(result: RegistrationResult, moving: Volume, labels: Volume) -> np
     return warp_volume(labels.data, apply_matrix(m, torch.from_numpy(result.coords).double()).float(), "nearest")
 
 
+_GENERIC = {"fixed", "moving", "image", "img", "scan", "t1", "t2", "brain", "input"}
+
+
+def _stem(path: str | Path) -> str:
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii", ".mgz", ".gz"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    # A generic file name says nothing about the case: its folder does.
+    return f"{Path(path).resolve().parent.name}-{name}" if name.lower() in _GENERIC else name
+
+
+def case_id(fixed: str | Path, moving: str | Path) -> str:
+    """The default case id of a pair: `<moving>_to_<fixed>` from the file names (extensions
+    dropped; a generic name such as `moving.nii.gz` is prefixed by its folder's name)."""
+    return f"{_stem(moving)}_to_{_stem(fixed)}"
+
+
+def check_label_pair(fixed_labels: object, moving_labels: object) -> None:
+    """Labels are scored only as a pair: one without the other is an error naming the fix."""
+    if (fixed_labels is None) != (moving_labels is None):
+        given, missing = ("--fixed-labels", "--moving-labels") if moving_labels is None else ("--moving-labels", "--fixed-labels")
+        raise ValueError(f"{given} was given without {missing}: Dice needs the labels of both images; "
+                         f"pass {missing} too, or neither")
+
+
 def register_files(fixed: str | Path, moving: str | Path, out: str | Path, *, fixed_labels: str | Path | None = None,
                    moving_labels: str | Path | None = None, fixed_mask: str | Path | None = None,
                    moving_mask: str | Path | None = None, cfg: RegistrationConfig | None = None,
@@ -121,6 +148,8 @@ def register_files(fixed: str | Path, moving: str | Path, out: str | Path, *, fi
                    echo: Callable[[str], Any] | None = print) -> dict[str, Any]:
     """Register `moving` -> `fixed` (NIfTI paths), write all outputs to `out`, return the record."""
     cfg = cfg or RegistrationConfig()
+    check_label_pair(fixed_labels, moving_labels)
+    case = case or case_id(fixed, moving)
     out = Path(out)
     t_all = time.perf_counter()
     fv, mv = load_nifti(fixed), load_nifti(moving)
@@ -165,8 +194,11 @@ def register_files(fixed: str | Path, moving: str | Path, out: str | Path, *, fi
     extra.update(config=asdict(cfg), frame="LPS", direction="moving -> fixed",
                  largest_convex_displacement_voxels=cfg.max_convex_displacement,
                  affine_world=res.affine_world.tolist(), fixed=str(fixed), moving=str(moving),
-                 tuned_with_masks=False, masks_used=bool(fm is not None or mm is not None))
-    record = make_record(task="registration", method=cfg.features, case=case or f"{Path(moving).name}->{Path(fixed).name}",
+                 tuned_with_masks=False, masks_used=bool(fm is not None or mm is not None),
+                 init=res.info.get("init"), affine=res.info.get("affine"),
+                 deformable="diffeomorphic (stationary velocity, scaling and squaring)" if cfg.diffeomorphic
+                 else "displacement (ConvexAdam-style)")
+    record = make_record(task="registration", method=cfg.features, case=case,
                          metrics=metrics, units=units, checkpoint=ckpt, protocol="cpu" if device == "cpu" else "gpu",
                          device=str(device), labels={} if fl is None else label_names_for(fixed_labels, sorted(labels_present(fl.data))),
                          artifacts=artifacts, extra=extra)
@@ -205,6 +237,8 @@ def read_pairs(path: str | Path) -> list[dict[str, Path]]:
     for n, p in enumerate(data):
         if not isinstance(p, dict) or "fixed" not in p or "moving" not in p:
             raise ValueError(f"{path}: pair {n} needs keys 'fixed' and 'moving', got {p!r}")
+        if bool(p.get("fixed_labels")) != bool(p.get("moving_labels")):
+            raise ValueError(f"{path}: pair {n} has only one of 'fixed_labels' / 'moving_labels'; give both or neither")
         unknown = set(p) - set(_PAIR_KEYS) - {"case"}
         if unknown:
             raise ValueError(f"{path}: pair {n} has unknown keys {sorted(unknown)}; known: {list(_PAIR_KEYS) + ['case']}")
