@@ -50,6 +50,7 @@ demo: $(STAMP) data
 	$(SYNTHVOX) demo --out $(OUT)/demo
 
 bench: $(STAMP) data
+	$(PIP) install -q -c constraints.txt -e '.[test,data,onnx,bench]'  # the peer packages (benchmark-only)
 	$(PY) -m benchmarks.run_all
 
 synth-shards: $(STAMP)
