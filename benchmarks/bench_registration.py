@@ -9,48 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from benchmarks.harness import cpu_seconds, fmt_table, peak_rss_mib, record
-
-MRICRON = Path("/usr/share/mricron/templates")
-
-
-def smooth_field(shape: tuple[int, ...], max_disp: float, ctrl: int, rng: np.random.Generator) -> np.ndarray:
-    """A smooth random displacement `(3, *shape)` (voxels), max |component| = `max_disp`."""
-    coarse = rng.normal(size=(3, ctrl, ctrl, ctrl))
-    d = np.stack([ndimage.zoom(c, [n / ctrl for n in shape], order=3) for c in coarse])
-    return (d / np.abs(d).max() * max_disp).astype(np.float32)
-
-
-def colin_pair(spacing: float = 2.0, max_disp_mm: float = 8.0, seed: int = 0):
-    """(fixed Volume, fixed labels, moving Volume, moving labels, true field) at `spacing` mm.
-
-    The moving image is the fixed one pulled through a smooth field with inverted contrast
-    inside the brain (background stays 0); labels are AAL (116 regions).
-    """
-    from synthvox.downstream.grid import resample_to_grid, voxel_grid, warp_volume
-    from synthvox.downstream.io import Volume, load_labels, load_nifti
-
-    img, lab = load_nifti(MRICRON / "ch2bet.nii.gz"), load_labels(MRICRON / "aal.nii.gz")
-    s = spacing / 1.0
-    shape = tuple(int(np.ceil(n / s)) for n in img.data.shape)
-    A = img.affine @ np.array([[s, 0, 0, (s - 1) / 2], [0, s, 0, (s - 1) / 2], [0, 0, s, (s - 1) / 2], [0, 0, 0, 1]])
-    smooth = ndimage.gaussian_filter(img.data, 0.4 * s)  # anti-aliasing before decimation
-    fixed = resample_to_grid(smooth, img.affine, shape, A)
-    flab = resample_to_grid(lab.data, lab.affine, shape, A, "nearest")
-    rng = np.random.default_rng(seed)
-    d = smooth_field(shape, max_disp_mm / spacing, 5, rng)
-    coords = voxel_grid(shape) + torch.from_numpy(d).permute(1, 2, 3, 0)
-    mov = warp_volume(fixed, coords)
-    mlab = warp_volume(flab, coords, "nearest")
-    brain = mov > 0.05 * mov.max()
-    mov = np.where(brain, mov.max() * 1.05 - mov, 0.0).astype(np.float32)
-    return Volume(fixed, A), flab, Volume(mov, A), mlab, d
+# the pair builder lives in the library (the real-data probe uses it too); re-exported here
+from synthvox.downstream.pairs import MRICRON, colin_pair, smooth_field  # noqa: F401
 
 
 def run_kinds(kinds, ckpt: str):

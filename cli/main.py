@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # train
     "pretrain": ("synthvox.cli.train_cmds:pretrain", "Contrastive pretraining (single process; torchrun for DDP)."),
     "plot-log": ("synthvox.cli.train_cmds:plot_log", "Plot the loss curves of a run as PNG."),
+    "probe": ("synthvox.cli.probe_cmds:probe", "Representation probes of a checkpoint beside a random init."),
+    "sweep": ("synthvox.cli.probe_cmds:sweep", "A grid of short trainings (Dask), probed per CPU-minute."),
     # downstream
     "features": ("synthvox.cli.downstream_cmds:features", "Dense features of a NIfTI volume from a checkpoint."),
     "register": ("synthvox.cli.downstream_cmds:register", "Deformable registration of a moving image to a fixed one."),

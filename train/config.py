@@ -36,6 +36,7 @@ class TrainConfig:
     n_voxels: int = 512                    # sampled voxel locations per view per tap
     temperature: float = 0.33
     balanced: bool = False                 # class-balanced anchor sampling
+    anchor_bg_max: float = 1.0             # at most this share of sampled anchors is background (1 = no cap)
     head_width: int = 256
     head_layers: int = 3
     chunk_rows: int = 1024                 # rows of the similarity matrix per recomputed chunk
@@ -54,6 +55,7 @@ class TrainConfig:
     log_every: int = 1
     amp: bool = True                       # bf16 autocast (GPU only)
     compile: bool = False
+    channels_last: bool = False            # UNet weights channels-last (NDHWC): faster oneDNN 3D convs on CPU
     tensorboard: bool = False
     dist_timeout_s: int = 600              # collective timeout: a dead rank cannot hang the others forever
 
@@ -68,6 +70,7 @@ class TrainConfig:
         require(len(self.widths) >= 2 and all(w >= 1 for w in self.widths), f"train.widths = {list(self.widths)}: need >= 2 positive widths")
         require(self.n_voxels >= 1, f"train.n_voxels = {self.n_voxels} must be >= 1")
         require(self.temperature > 0, f"train.temperature = {self.temperature} must be > 0")
+        require(0.0 <= self.anchor_bg_max <= 1.0, f"train.anchor_bg_max = {self.anchor_bg_max} must be in [0, 1]")
         require(self.chunk_rows >= 1, f"train.chunk_rows = {self.chunk_rows} must be >= 1")
         require(self.crop is None or self.crop >= 1, f"train.crop = {self.crop} must be >= 1")
         require(self.crop is None or self.crop % self.divisor == 0,

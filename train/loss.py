@@ -35,15 +35,34 @@ def downsample_labels(labels: torch.Tensor, stride: int) -> torch.Tensor:
     return labels[:, ::stride, ::stride, ::stride]
 
 
-def sample_voxels(labels: torch.Tensor, n: int, generator: torch.Generator, balanced: bool = False) -> torch.Tensor:
+def sample_voxels(labels: torch.Tensor, n: int, generator: torch.Generator, balanced: bool = False,
+                  bg_max: float = 1.0) -> torch.Tensor:
     """Indices (int64, CPU) of `min(n, M)` distinct voxels of the flat `(M,)` label vector.
 
     All voxels in order when M <= n. `balanced`: each label is equally likely to be drawn
-    (weights 1 / label count), still without replacement. Randomness only from `generator`.
+    (weights 1 / label count), still without replacement. `bg_max` < 1 caps the background
+    (label 0): at most floor(bg_max * n) of the n voxels are background while foreground lasts
+    (the rest come from the foreground, uniform or balanced over its labels); when the
+    foreground has fewer voxels, all of it is taken and background fills up to n.
+    Randomness only from `generator`.
     """
     m = labels.numel()
     if m <= n:
         return torch.arange(m)
+    if bg_max < 1.0:
+        lab = labels.to("cpu", torch.int64)
+        fg = torch.nonzero(lab != 0).reshape(-1)
+        bg = torch.nonzero(lab == 0).reshape(-1)
+        n_fg = min(fg.numel(), n - int(bg_max * n))
+        pick_fg = fg[_draw(lab[fg], n_fg, generator, balanced)] if n_fg else fg[:0]
+        pick_bg = bg[torch.randperm(bg.numel(), generator=generator)[: n - n_fg]]
+        return torch.cat([pick_fg, pick_bg])
+    return _draw(labels, n, generator, balanced)
+
+
+def _draw(labels: torch.Tensor, n: int, generator: torch.Generator, balanced: bool) -> torch.Tensor:
+    """`n` distinct positions of `labels` (n <= numel): uniform, or balanced over label values."""
+    m = labels.numel()
     if not balanced:
         return torch.randperm(m, generator=generator)[:n]
     lab = labels.to("cpu", torch.int64)
@@ -112,6 +131,7 @@ class VoxelContrastiveLoss(nn.Module):
         head_width: int = 256,
         head_layers: int = 3,
         chunk_rows: int | None = 1024,
+        bg_max: float = 1.0,
     ) -> None:
         super().__init__()
         self.taps = tuple(tap_channels)
@@ -119,6 +139,8 @@ class VoxelContrastiveLoss(nn.Module):
             raise ValueError("VoxelContrastiveLoss needs at least one tap")
         if n_voxels < 1 or temperature <= 0:
             raise ValueError(f"n_voxels = {n_voxels} must be >= 1 and temperature = {temperature} > 0")
+        if not 0.0 <= bg_max <= 1.0:
+            raise ValueError(f"bg_max = {bg_max} must be in [0, 1] (the largest background share of sampled anchors)")
         if tap_weights is None:
             weights = {t: 1.0 for t in self.taps}
         elif isinstance(tap_weights, Mapping):
@@ -132,6 +154,7 @@ class VoxelContrastiveLoss(nn.Module):
         self.weights = weights
         self.strides = {t: int(tap_strides[t]) for t in self.taps}
         self.n_voxels, self.temperature, self.balanced, self.chunk_rows = int(n_voxels), float(temperature), bool(balanced), chunk_rows
+        self.bg_max = float(bg_max)
         self.heads = make_heads(dict(tap_channels), head_width, head_layers)
 
     def tap_loss(self, tap: str, feat: torch.Tensor, labels: torch.Tensor, views: int, generator: torch.Generator) -> torch.Tensor:
@@ -147,7 +170,7 @@ class VoxelContrastiveLoss(nn.Module):
         losses = []
         for i in range(b):
             li = lab[i].reshape(-1)
-            idx = sample_voxels(li, self.n_voxels, generator, self.balanced).to(feat.device)
+            idx = sample_voxels(li, self.n_voxels, generator, self.balanced, self.bg_max).to(feat.device)
             f = flat[i][:, :, idx].permute(0, 2, 1).reshape(-1, c)  # (V * n, C)
             f = f.to(self.heads[tap].mlp[0].weight.dtype)  # float32 even under autocast
             z = F.normalize(self.heads[tap](f), dim=1)

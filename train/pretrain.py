@@ -66,13 +66,14 @@ def build_pretrainer(cfg: TrainConfig, views: int) -> Pretrainer:
     """Model and heads initialised from the seed tree (global RNG untouched)."""
     mcfg = cfg.model_config()
     model = build_model(mcfg, generator=torch_generator(cfg.seed, 0, "train.init.model"))
+    model = model.to(memory_format=torch.channels_last_3d) if cfg.channels_last else model
     depth = len(cfg.widths) - 1
     taps = tuple(cfg.taps) if cfg.taps else default_taps(depth)
     with torch.device("meta"):
         crit = VoxelContrastiveLoss({t: tap_channels(mcfg, t) for t in taps}, {t: tap_stride(depth, t) for t in taps},
                                     n_voxels=cfg.n_voxels, temperature=cfg.temperature, tap_weights=cfg.tap_weights,
                                     balanced=cfg.balanced, head_width=cfg.head_width, head_layers=cfg.head_layers,
-                                    chunk_rows=cfg.chunk_rows)
+                                    chunk_rows=cfg.chunk_rows, bg_max=cfg.anchor_bg_max)
     crit = init_weights(crit.to_empty(device="cpu"), torch_generator(cfg.seed, 0, "train.init.heads"))
     return Pretrainer(model, crit, views)
 
