@@ -23,7 +23,6 @@ validation; `run_probes(model, record, data, cfg)` is the function under both.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,7 +36,7 @@ from torch.nn import functional as F
 from synthvox.engine.config import EngineConfig, engine_config_hash
 from synthvox.engine.seeds import torch_generator
 from synthvox.train.augment import minmax, to_float_views
-from synthvox.train.model import default_taps, tap_names
+from synthvox.train.model import build_model, default_taps, tap_names
 
 from .evaluate import EVAL_SEED, HELDOUT_INDEX
 from .features import extract_features, pca_rgb
@@ -318,7 +317,10 @@ def make_probe_hook(cfg: ProbeConfig | None = None, record: dict[str, Any] | Non
     def hook(model: nn.Module, step: int) -> dict[str, float]:
         if "data" not in state:
             state["data"] = load_probe_data(cfg)
-        net = copy.deepcopy(unwrap_model(model)).to("cpu").float().eval()
+        inner = unwrap_model(model)
+        net = build_model(dict(inner.config), empty=True)  # a CPU float32 copy, built without touching the global RNG
+        net.load_state_dict({k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype)
+                             for k, v in inner.state_dict().items()})
         res = run_probes(net, record, state["data"], cfg)
         out = {f"probe/{k}": float(v) for k, v in res.metrics.items()}
         out["probe/seconds"] = float(sum(res.seconds.values()))
