@@ -34,7 +34,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from synthvox.engine.config import EngineConfig, engine_config_hash
+from synthvox.engine.render import render_sample
 from synthvox.engine.seeds import torch_generator
+from synthvox.engine.templates import resolve_bank
 from synthvox.train.augment import minmax, to_float_views
 from synthvox.train.model import build_model, default_taps, tap_names
 
@@ -42,6 +44,7 @@ from .evaluate import EVAL_SEED, HELDOUT_INDEX
 from .features import extract_features, pca_rgb
 from .grid import sample_voxels
 from .pairs import MRICRON, colin_available, colin_image, colin_pair
+from .registration import RegistrationConfig, register_volumes, registration_metrics
 
 __all__ = ["PROBE_INDEX", "ProbeConfig", "ProbeData", "ProbeResult", "retrieval_accuracy", "retrieval_probe",
            "registration_probe", "pca_probe", "load_probe_data", "run_probes", "make_probe_hook", "probe_taps",
@@ -197,8 +200,6 @@ def retrieval_probe(model: nn.Module, samples: list[dict[str, Any]], taps: tuple
 
 def registration_probe(model: nn.Module, normalisation: dict[str, Any] | None, pair: tuple) -> dict[str, float]:
     """Colin27 known-warp registration with `features="net"`: AAL macro Dice before and after."""
-    from .registration import RegistrationConfig, register_volumes, registration_metrics
-
     fixed, flab, moving, mlab, _ = pair
     t0 = time.perf_counter()
     res = register_volumes(fixed, moving, RegistrationConfig(features="net"), model, normalisation)
@@ -224,9 +225,6 @@ def pca_probe(model: nn.Module, normalisation: dict[str, Any] | None, brain: tup
 
 @lru_cache(maxsize=4)
 def _synthetic(size: int, samples: int, seed: int) -> tuple[tuple[dict[str, Any], ...], str]:
-    from synthvox.engine.render import render_sample
-    from synthvox.engine.templates import resolve_bank
-
     cfg = EngineConfig(size=size)
     bank = resolve_bank(cfg.bank)
     out = []

@@ -38,6 +38,13 @@ def test_grid_points_and_clear_errors(tmp_path):
     f.write_text(TINY.replace("checkpoints: [2, 4]", "checkpoints: [2, 8]"))
     with pytest.raises(SweepError, match="beyond train.steps"):
         load_sweep(f)
+    f.write_text(TINY.replace("checkpoints: [2, 4]", "checkpoints: [7, 40]").replace("steps: 4", "steps: 40"))
+    with pytest.raises(SweepError, match="common divisor"):  # gcd 1: 40 saves for 2 probed steps
+        load_sweep(f)
+    f.write_text(TINY.replace("train.temperature: [0.1, 0.33]", "train.temperature: [0.1]\n  threads: [1]")
+                 .replace("engine: {size: 16}", "engine: {size: 16}\n  model: {}"))
+    with pytest.raises(SweepError, match="base must be"):
+        load_sweep(f)
     f.write_text(TINY + "source: store\n")
     with pytest.raises(SweepError, match="unknown keys"):
         load_sweep(f)

@@ -25,11 +25,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
 import yaml
+from distributed import Client, LocalCluster, as_completed
 
 from synthvox.pipelines.atomic import write_bytes_atomic, write_json_atomic
 
 from .spec import PROBE_FLAGS, Point, SweepError, SweepSpec
+from .table import write_outputs
 
 __all__ = ["run_sweep", "run_point", "train_point", "probe_point", "cpu_at"]
 
@@ -38,8 +41,6 @@ POLL_S = 0.2
 
 def _tree_cpu(proc: Any) -> float | None:
     """CPU-seconds of a process, its reaped children and its live descendants (None once gone)."""
-    import psutil
-
     try:
         t = proc.cpu_times()
         total = t.user + t.system + t.children_user + t.children_system
@@ -74,8 +75,6 @@ def _env(threads: int) -> dict[str, str]:
 
 def train_point(point: Point, folder: Path, checkpoints: tuple[int, ...]) -> dict[str, Any]:
     """Train one point in a subprocess; {"checkpoints": [{step, cpu_s, wall_s, loss}], "cpu_s", "wall_s"}."""
-    import psutil
-
     run = folder / "run"
     cfg_path = folder / "point.yaml"
     write_bytes_atomic(cfg_path, yaml.safe_dump({"engine": point.engine, "train": point.train}, sort_keys=True).encode())
@@ -176,8 +175,6 @@ def run_point(spec: SweepSpec, point: Point, out: str) -> dict[str, Any]:
 
 def _client(scheduler: str | None, cores: int, echo: Callable[[str], Any]) -> tuple[Any, Any, bool]:
     """(client, cluster or None, whether workers offer the `cores` resource)."""
-    from distributed import Client, LocalCluster
-
     if scheduler:
         client = Client(scheduler, timeout="30s")
         workers = client.scheduler_info().get("workers", {})
@@ -198,10 +195,6 @@ def run_sweep(spec: SweepSpec, out: str | Path, scheduler: str | None = None, co
     Points that fail are reported (and listed in the table) after the others finish; the call
     then raises SweepError naming them.
     """
-    from distributed import as_completed
-
-    from .table import write_outputs
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     points = spec.points()

@@ -9,7 +9,7 @@
       train.anchor_bg_max: [1.0, 0.3]
     points:                                 # optional: extra points, each a dict of overrides
       - {train.balanced: true}
-    checkpoints: [50, 100, 200]             # steps saved and probed (default: 4 evenly spaced)
+    checkpoints: [50, 100, 200]             # steps probed (default: 4 evenly spaced); saved every gcd
     threads: 1                              # torch threads per training (also an axis key)
     store: null                             # a store folder, for points with train.source: store
     probe: {samples: 2, registration: true, pca: false}   # `synthvox probe` settings
@@ -171,6 +171,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
     ck = doc.get("checkpoints") or sorted({max(1, round(steps * f / 4)) for f in (1, 2, 3, 4)})
     if not isinstance(ck, list) or not all(isinstance(c, int) and c >= 1 for c in ck):
         raise SweepError(f"{path}: checkpoints must be a list of step counts >= 1, got {ck!r}")
+    every = reduce(math.gcd, ck)
+    if max(ck) // every > 2 * len(set(ck)) + 2:
+        raise SweepError(f"{path}: checkpoints {ck} are saved every {every} steps (their greatest common divisor): "
+                         f"{max(ck) // every} checkpoints; choose steps with a larger common divisor, e.g. multiples of {max(ck) // 4}")
     probe = doc.get("probe") or {}
     bad = sorted(set(probe) - set(PROBE_FLAGS))
     if bad:
