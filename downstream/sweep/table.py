@@ -63,9 +63,9 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _markdown(spec: SweepSpec, results: list[dict[str, Any]], failures: dict[str, str], out: Path) -> str:
     s = summary_rows(results)
     lines = [f"# Sweep {spec.name}", "",
-             f"Recipe: `synthvox sweep {Path(spec.path).name} --out {out.name}` (the sweep file is copied to "
-             f"`{out.name}/sweep.yaml`); checkpoints at steps {list(spec.checkpoints)}; CPU-minutes of training "
-             "(process tree, all threads) to each checkpoint; init = random init of the same architecture "
+             f"Recipe: `synthvox sweep {spec.path} --out {out}` (the sweep file is copied to "
+             f"`{out / 'sweep.yaml'}`); checkpoints at steps {list(spec.checkpoints)}; CPU-minutes of training "
+             "(process tree, all threads, from process start) to each checkpoint; init = random init of the same architecture "
              "(fixed seed). Probes: `retrieval/*` macro label accuracy of cross-view nearest neighbours on held-out "
              "synthetic pairs (chance in the CSV), `reg/dice_net` Colin27 known-warp AAL Dice with network features "
              "alone.", "",
