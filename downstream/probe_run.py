@@ -40,7 +40,7 @@ def probe_units(metrics: dict[str, float]) -> dict[str, str]:
 
 def write_pca_figure(image: np.ndarray, rgb: np.ndarray, path: str | Path, title: str = "") -> Path:
     """The grey mid-slices (three axes) above the features' first three PCs as RGB."""
-    import matplotlib
+    import matplotlib  # lazily: ~1 s of startup, for figures only
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -242,7 +242,7 @@ def _brain(cfg: ProbeConfig) -> tuple[tuple[np.ndarray, np.ndarray] | None, str,
         vol, _ = colin_image(cfg.pca_spacing, cfg.mricron_dir)
         return (vol.data, vol.data > 0.05 * vol.data.max()), f"Colin27 ch2bet {cfg.pca_spacing:g} mm", None
     try:
-        from nilearn import datasets
+        from nilearn import datasets  # lazily: optional extra, ~3 s of startup
     except ImportError:
         return None, "", "PCA probe skipped: neither mricron-data (Colin27) nor nilearn (MNI152) is installed"
     t = datasets.load_mni152_template(resolution=2)

@@ -27,9 +27,8 @@ from typing import Any, Callable
 
 import psutil
 import yaml
-from distributed import Client, LocalCluster, as_completed
 
-from synthvox.pipelines.atomic import write_bytes_atomic, write_json_atomic
+from synthvox.core.atomic import write_bytes, write_json
 
 from .spec import PROBE_FLAGS, Point, SweepError, SweepSpec
 from .table import write_outputs
@@ -77,7 +76,7 @@ def train_point(point: Point, folder: Path, checkpoints: tuple[int, ...]) -> dic
     """Train one point in a subprocess; {"checkpoints": [{step, cpu_s, wall_s, loss}], "cpu_s", "wall_s"}."""
     run = folder / "run"
     cfg_path = folder / "point.yaml"
-    write_bytes_atomic(cfg_path, yaml.safe_dump({"engine": point.engine, "train": point.train}, sort_keys=True).encode())
+    write_bytes(cfg_path, yaml.safe_dump({"engine": point.engine, "train": point.train}, sort_keys=True).encode())
     cmd = [sys.executable, "-m", "synthvox.cli.main", "pretrain", "--config", str(cfg_path), "--out", str(run)]
     if point.store:
         cmd += ["--store", str(point.store)]
@@ -169,12 +168,14 @@ def run_point(spec: SweepSpec, point: Point, out: str) -> dict[str, Any]:
               "engine": point.engine, "train": point.train, "store": point.store, "checkpoints": tr["checkpoints"],
               "baseline": baseline, "train_cpu_s": tr["cpu_s"], "train_wall_s": tr["wall_s"],
               "probe_wall_s": time.time() - t0}
-    write_json_atomic(res_path, result)
+    write_json(res_path, result)
     return result
 
 
 def _client(scheduler: str | None, cores: int, echo: Callable[[str], Any]) -> tuple[Any, Any, bool]:
     """(client, cluster or None, whether workers offer the `cores` resource)."""
+    from distributed import Client, LocalCluster  # lazily: ~1 s of startup, for sweep runs only
+
     if scheduler:
         client = Client(scheduler, timeout="30s")
         workers = client.scheduler_info().get("workers", {})
@@ -195,6 +196,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, scheduler: str | None = None, co
     Points that fail are reported (and listed in the table) after the others finish; the call
     then raises SweepError naming them.
     """
+    from distributed import as_completed  # lazily: ~1 s of startup, for sweep runs only
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     points = spec.points()
@@ -202,7 +205,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, scheduler: str | None = None, co
     too_big = [p.name for p in points if p.threads > cores]
     if too_big and not scheduler:
         raise SweepError(f"points {too_big} want more threads than --cores {cores}")
-    write_bytes_atomic(out / "sweep.yaml", Path(spec.path).read_bytes())
+    write_bytes(out / "sweep.yaml", Path(spec.path).read_bytes())
     echo(f"sweep {spec.name}: {len(points)} points, checkpoints at steps {list(spec.checkpoints)}, {cores} cores")
     client, cluster, resources = _client(scheduler, cores, echo)
     results, failures = [], {}

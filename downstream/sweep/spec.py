@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from synthvox.engine.config import EngineConfig
-from synthvox.engine.configbase import ConfigError, from_dict, stable_hash
+from synthvox.core.configbase import ConfigError, from_dict, stable_hash
 from synthvox.train.config import TrainConfig
 
 __all__ = ["SweepError", "SweepSpec", "Point", "load_sweep", "PROBE_FLAGS"]

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from synthvox.pipelines.atomic import write_bytes_atomic, write_json_atomic
+from synthvox.core.atomic import write_json, write_text
 
 from ..io import save_figure
 from .spec import SweepSpec
@@ -96,7 +96,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 def _plot(results: list[dict[str, Any]], path: Path, title: str) -> Path:
-    import matplotlib
+    import matplotlib  # lazily: ~1 s of startup, for figures only
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -126,9 +126,9 @@ def write_outputs(spec: SweepSpec, results: list[dict[str, Any]], failures: dict
     rows = [row for r in sorted(results, key=lambda r: r["name"]) for row in rows_of(r)]
     paths = {"table_md": out / "table.md", "table_csv": out / "table.csv", "table_json": out / "table.json",
              "plot": out / "plot.png"}
-    write_bytes_atomic(paths["table_md"], _markdown(spec, results, failures, out).encode())
-    write_bytes_atomic(paths["table_csv"], _csv(rows).encode())
-    write_json_atomic(paths["table_json"], {"sweep": spec.name, "checkpoints": list(spec.checkpoints),
+    write_text(paths["table_md"], _markdown(spec, results, failures, out))
+    write_text(paths["table_csv"], _csv(rows))
+    write_json(paths["table_json"], {"sweep": spec.name, "checkpoints": list(spec.checkpoints),
                                             "summary": summary_rows(results), "rows": rows, "failures": failures})
     if results:
         _plot(results, paths["plot"], f"sweep {spec.name}: probes vs training CPU-minutes")
