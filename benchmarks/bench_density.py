@@ -8,7 +8,7 @@ the per-kind targets that miss. "all kinds" weighs the kinds as the default conf
 them (1/3 each).
 
 Banks: the built-in procedural bank (default) and, with --bench-bank, the benchmark template
-set ingested (`../shared/bench/make_template_bank.py --variant tight`, 600 masks, seed 0).
+set ingested (`benchmarks/make_template_bank.py --variant tight`, 600 masks, seed 0).
 `--reference-maps DIR` also summarises label maps written by the reference's own generator
 (NIfTI files named `<kind>_shapes<N>_<id>.nii.gz` as it names them), so both are measured by
 the same code. Usage:

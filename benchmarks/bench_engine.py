@@ -3,7 +3,7 @@
 One process, `torch.set_num_threads(1)`, default engine config (every branch: the appearance
 coins fire at their reference probabilities, so the median covers a mix of corruptions),
 median of >= 20 samples after warm-up, at 96^3 and 128^3, with a per-stage breakdown.
-Bank: the benchmark template set (`../shared/bench/make_template_bank.py --variant tight
+Bank: the benchmark template set (`benchmarks/make_template_bank.py --variant tight
 --n_masks 600 --seed 0`) ingested; built on first use when absent. Where CUDA is available it
 also reports samples/s at 128^3 on the GPU. Target: <= 0.4 CPU-s per 128^3 sample (the
 reference needs ~3 on the same template set). Usage:
@@ -31,7 +31,7 @@ from synthvox.engine.render import render_sample
 __all__ = ["main", "run", "ensure_bench_bank"]
 
 DEFAULT_BANK = os.environ.get("SYNTHVOX_BENCH_BANK", "/tmp/bench_bank_tight")
-MAKE_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "bench" / "make_template_bank.py"
+MAKE_SCRIPT = Path(__file__).resolve().parent / "make_template_bank.py"
 #: appearance stages as timed by apply_appearance (summed over the views of a sample)
 VIEW_STAGES = ("gmm", "texture_bias", "gamma", "kspace", "lowres", "noise", "rescale", "quantise")
 STAGES = ("ensemble", "labels_meta", "appearance_params") + VIEW_STAGES

@@ -1,7 +1,7 @@
 """Micro-benchmark of the label-ensemble stage: CPU-seconds per stage at 96^3 and 128^3.
 
 One thread, median over >= 20 samples after warm-up, default EnsembleConfig, on the
-benchmark template set (`../shared/bench/make_template_bank.py --variant tight`, 600 masks,
+benchmark template set (`benchmarks/make_template_bank.py --variant tight`, 600 masks,
 seed 0) ingested as a bank. Usage:
 
     python -m benchmarks.bench_ensemble [--bank DIR] [--n 20] [--sizes 96 128] [--no-record]
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> str:
 
     if not os.path.isdir(a.bank):
         raise SystemExit(
-            f"benchmark bank {a.bank} not found: run ../shared/bench/make_template_bank.py --variant tight "
+            f"benchmark bank {a.bank} not found: run benchmarks/make_template_bank.py --variant tight "
             "--n_masks 600 --seed 0 --root DIR, ingest it with `synthvox templates ingest DIR --out BANK`, pass --bank BANK"
         )
     bank = open_bank(a.bank)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from benchmarks.harness import fmt_table, record
 
-BENCH_SCRIPT = Path("/work/shared/bench/make_template_bank.py")
+BENCH_SCRIPT = Path(__file__).resolve().parent / "make_template_bank.py"
 _HERE = Path(__file__).resolve().parent.parent
 
 _CHILD = r"""

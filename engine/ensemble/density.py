@@ -1,9 +1,8 @@
 """How full a label map is: per-map statistics and the target distributions they are held to.
 
 The contrastive task samples anchor voxels uniformly, so a map that is mostly background
-teaches mostly "background against the rest". The reference's maps are dense: REFERENCE.md
-("Label density, measured side by side": its own label generator on the benchmark template
-set, 30 maps at 128^3) gives background 0.18 (unconstrained) / 0.61 (foreground masked) /
+teaches mostly "background against the rest". The reference's maps are dense: its own label
+generator, measured side by side on the benchmark template set (30 maps at 128^3), gives background 0.18 (unconstrained) / 0.61 (foreground masked) /
 0.55 (enveloped), largest label 0.27 / 0.14 / 0.15 of the volume, 19-26 labels.
 
 `label_stats(labels)` measures one map; `TARGETS` states, per kind, the ranges that the MEAN
@@ -11,7 +10,7 @@ over many maps of the default engine (built-in procedural bank) must fall in, at
 size (tests/test_density.py checks them at 32^3 and 128^3; benchmarks/bench_density.py
 records them):
 
-- background: REFERENCE.md's value +- 0.07 (the issue's target);
+- background: the reference's value measured side by side +- 0.07 (the issue's target);
 - foreground label count: the reference's mean +- 5;
 - largest label: 0.67-1.5x the reference's mean;
 - label-size spread: the median foreground label's share 0.5-2x the reference's, and the
@@ -64,7 +63,7 @@ class KindTarget:
     effective_labels: tuple[float, float]
 
 
-#: the reference on the benchmark template set at 128^3 as REFERENCE.md states it (30 maps)
+#: the reference on the benchmark template set at 128^3 as measured side by side (issue #12) (30 maps)
 REFERENCE: dict[str, dict[str, float]] = {
     "unconstrained": {"background": 0.18, "largest": 0.27},
     "foreground_masked": {"background": 0.61, "largest": 0.14},

@@ -15,7 +15,7 @@ per axis); with organ-sized templates (the built-in bank, generator version 2, o
 benchmark set) the 20-39 shapes leave as little background as the reference's (0.19; see
 density.py), without copies of one shape under one label.
 
-Foreground mask (REFERENCE.md; drawn with p 2/3): the uncovered interior gets a label of its
+Foreground mask (the reference's; drawn with p 2/3): the uncovered interior gets a label of its
 own and the envelope band (p 1/2 of masked maps) spans both sides of the mask edge, both as
 in the reference: a body's tissue between organs is not the air around it, and a skin covers
 the outermost organs as well as wrapping them (a band ~9% of the volume, the reference's
