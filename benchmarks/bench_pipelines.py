@@ -135,8 +135,8 @@ def _sizes(store: Path, samples: int, size: int, views: int, gz_samples: int, re
     size_rows.append({"array": "meta.json", "zstd bytes/sample": per_array["meta"] / samples, "bits/voxel": "", "gzip-6 bytes/sample": "", "zstd/gzip (same subset)": ""})
     total_gz = (gz["labels"] + gz["views"]) / n
     fmt_rows = [
-        {"format": f, "MB/sample": man["bytes"][f] / samples / 1e6, "vs gzip-6 arrays": man["bytes"][f] / samples / total_gz,
-         "vs uncompressed": man["bytes"][f] / samples / (size ** 3 * (views + 1))}
+        {"format": f, "MB/sample": man.bytes[f] / samples / 1e6, "vs gzip-6 arrays": man.bytes[f] / samples / total_gz,
+         "vs uncompressed": man.bytes[f] / samples / (size ** 3 * (views + 1))}
         for f in ("wds", "zarr")
     ]
     fmt_rows.append({"format": "gzip-6 of the arrays (.nii.gz-like)", "MB/sample": total_gz / 1e6, "vs gzip-6 arrays": 1.0,
@@ -186,7 +186,6 @@ def _dry_run(tmp: Path, n: int) -> dict[str, Any]:
 _TINY = textwrap.dedent("""
     import json, os, sys, threading, time
     from distributed import Client
-    from distributed.diagnostics.plugin import WorkerPlugin
     from synthvox.engine.config import EngineConfig
     from synthvox.pipelines.runner import local_cluster, synth_shards
 
@@ -199,10 +198,6 @@ _TINY = textwrap.dedent("""
         return {"labels": rng.integers(0, 5, (8, 8, 8), dtype=np.uint8),
                 "views": rng.integers(0, 256, (2, 8, 8, 8), dtype=np.uint8), "index": index, "meta": {"i": index}}
 
-    class StandIn(WorkerPlugin):
-        def setup(self, worker):
-            import synthvox.pipelines.task as t
-            t.render_numpy = stand_in
     samples = []
     stop = False
     def rss():
@@ -222,8 +217,8 @@ _TINY = textwrap.dedent("""
     th = threading.Thread(target=sample, daemon=True); th.start()
     t0 = time.perf_counter()
     with local_cluster(int(sys.argv[3])) as cluster, Client(cluster) as client:
-        client.register_plugin(StandIn())
-        s = synth_shards(sys.argv[1], int(sys.argv[2]), task_size=1, cfg=EngineConfig(size=8), client=client, progress=False)
+        s = synth_shards(sys.argv[1], int(sys.argv[2]), task_size=1, cfg=EngineConfig(size=8), client=client, progress=False,
+                         renderer=stand_in)
     stop = True; th.join()
     print("TINY", json.dumps({"seconds": time.perf_counter() - t0, "samples": samples, "complete": s["complete"]}))
 """)

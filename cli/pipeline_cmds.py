@@ -12,7 +12,9 @@ __all__ = ["synth_shards", "verify", "info", "convert"]
 @click.command("synth-shards")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Store directory (created, resumed or grown).")
 @click.option("--samples", required=True, type=click.IntRange(min=1), help="Total samples in the store.")
-@click.option("--task-size", type=click.IntRange(min=1), default=None, help="Samples per task / tar shard (fixed per store; default: the store's, or 256 for a new one).")
+@click.option("--task-size", type=click.IntRange(min=1), default=None,
+              help="Samples per task / tar shard (fixed per store; default: the store's, or for a new one at most 256, "
+                   "small enough for about 4 tasks per worker).")
 @click.option("--size", type=click.IntRange(min=8), default=None, help="Volume side D = H = W (overrides the config).")
 @click.option("--formats", default="wds", show_default=True, help="wds, zarr or wds,zarr.")
 @click.option("--content", type=click.Choice(["full", "labels"]), default="full", show_default=True,
@@ -23,14 +25,19 @@ __all__ = ["synth_shards", "verify", "info", "convert"]
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="LocalCluster worker processes (default: one per core; 0: in-process, no Dask).")
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786).")
 @click.option("--max-failures", type=click.IntRange(min=0), default=0, show_default=True, help="Failed tasks tolerated before the run stops.")
+@click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds a task may run before it is resubmitted to another worker (a hung or stopped worker); "
+                   "default: 10x the median task time of the run, at least 60 s.")
+@click.option("--dashboard-address", default=":8787", show_default=True,
+              help="Where the embedded LocalCluster's Dask dashboard listens (host:port; a free port if taken; "
+                   "'none' for no dashboard). With --scheduler, the cluster's own dashboard is printed.")
 @click.option("--reverify", is_flag=True, help="On resume, check the sha256 of finished shards, not only their sizes.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (tasks, bytes, disk, CPU-hours) and exit.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def synth_shards(out, samples, task_size, size, formats, content, config, seed, bank, workers, scheduler, max_failures,
-                 reverify, dry_run, quiet) -> None:
+                 task_timeout, dashboard_address, reverify, dry_run, quiet) -> None:
     """Render samples into a sharded WebDataset / Zarr v3 store; rerun the same command to resume."""
     from synthvox.engine.config import load_engine_config
-    from synthvox.pipelines.layout import DEFAULT_TASK_SIZE
     from synthvox.pipelines.runner import parse_formats, synth_shards as run
 
     cfg = load_engine_config(config, size=size, bank=bank)
@@ -38,12 +45,12 @@ def synth_shards(out, samples, task_size, size, formats, content, config, seed, 
     if dry_run:
         from synthvox.pipelines.plan import format_plan, plan
 
-        click.echo(format_plan(plan(out, samples, task_size or DEFAULT_TASK_SIZE, cfg, fmts, seed=seed, workers=workers,
-                                    content=content)))
+        click.echo(format_plan(plan(out, samples, task_size, cfg, fmts, seed=seed, workers=workers, content=content)))
         return
     summary = run(out, samples, task_size=task_size, cfg=cfg, seed=seed, formats=fmts, workers=workers,
                   scheduler=scheduler, max_failures=max_failures, reverify=reverify, progress=not quiet,
-                  content=content)
+                  content=content, task_timeout=task_timeout,
+                  dashboard_address=None if dashboard_address.lower() == "none" else dashboard_address)
     click.echo(f"done: {summary['tasks_done']}/{summary['tasks']} tasks ({summary['tasks_skipped']} already there, "
                f"{summary['tasks_rendered']} rendered) in {summary['seconds']:.1f} s, "
                f"{summary['samples_per_s']:.2f} samples/s -> {summary['store']}")

@@ -8,6 +8,7 @@ ANTs expect, or `RAS`) named in the header description.
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -16,8 +17,9 @@ import nibabel as nib
 import numpy as np
 
 from synthvox.core.atomic import write_figure, write_nifti
+from synthvox.core.errors import SynthvoxError
 
-__all__ = ["Volume", "load_nifti", "load_labels", "save_nifti", "save_displacement", "load_displacement", "save_figure",
+__all__ = ["NiftiError", "Volume", "load_nifti", "load_labels", "save_nifti", "save_displacement", "load_displacement", "save_figure",
            "DISP_DESCRIPTION"]
 
 DISP_DESCRIPTION = "synthvox disp pull-back mm {frame}"
@@ -41,33 +43,47 @@ def _squeeze3(data: np.ndarray, path: str | Path) -> np.ndarray:
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise ValueError(f"{path}: expected a 3D volume, got shape {data.shape}")
+        raise NiftiError(f"{path}: expected a 3D volume, got shape {data.shape}")
     return data
+
+
+class NiftiError(SynthvoxError, ValueError):
+    """A NIfTI file is missing, unreadable, truncated or of the wrong shape; the message names it."""
 
 
 def _load(path: str | Path) -> nib.Nifti1Image:
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such NIfTI file")
+        raise NiftiError(f"{p}: no such NIfTI file")
     try:
         return nib.load(str(p))
     except Exception as e:  # nibabel raises several kinds for unreadable files
-        raise ValueError(f"{p}: not a readable NIfTI file ({e})") from None
+        raise NiftiError(f"{p}: not a readable NIfTI file ({e})") from None
+
+
+def _fdata(img: nib.Nifti1Image, path: str | Path) -> np.ndarray:
+    """The image's voxels as float32; a truncated or corrupt file (nibabel reads lazily, so
+    this is where gzip and short reads fail) raises NiftiError naming it."""
+    try:
+        return np.asarray(img.get_fdata(dtype=np.float32))
+    except (EOFError, OSError, ValueError, zlib.error) as e:
+        raise NiftiError(f"{path}: the image data cannot be read ({type(e).__name__}: {e}); the file is truncated "
+                         "or corrupt: copy or export it again") from None
 
 
 def load_nifti(path: str | Path) -> Volume:
     """A float32 image volume with its affine (scaling applied, NaN kept)."""
     img = _load(path)
-    data = _squeeze3(np.asarray(img.get_fdata(dtype=np.float32)), path)
+    data = _squeeze3(_fdata(img, path), path)
     return Volume(data, np.asarray(img.affine, np.float64))
 
 
 def load_labels(path: str | Path) -> Volume:
     """An integer label map (int32) with its affine; non-integer values raise."""
     img = _load(path)
-    data = _squeeze3(np.asarray(img.get_fdata(dtype=np.float32)), path)
+    data = _squeeze3(_fdata(img, path), path)
     if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
-        raise ValueError(f"{path}: a label map must hold integers; found non-integer or NaN values")
+        raise NiftiError(f"{path}: a label map must hold integers; found non-integer or NaN values")
     return Volume(data.astype(np.int32), np.asarray(img.affine, np.float64))
 
 
@@ -115,7 +131,7 @@ def save_displacement(disp_ras: np.ndarray, affine: np.ndarray, path: str | Path
 def load_displacement(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a field written by `save_displacement`: `(X, Y, Z, 3)` in RAS mm, and its affine."""
     img = _load(path)
-    d = np.asarray(img.get_fdata(dtype=np.float32))
+    d = _fdata(img, path)
     if d.ndim == 5:
         d = d[:, :, :, 0, :]
     descr = img.header["descrip"].tobytes().decode(errors="ignore")

@@ -54,11 +54,21 @@ def _lap(timings: dict[str, float] | None, name: str, t0: float) -> float:
 
 
 def render_labels(cfg: EngineConfig, seed: int, index: int, bank: Any = None, device: str | torch.device = "cpu",
-                  timings: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+                  timings: dict[str, float] | None = None, view_meta: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
     """The label map of sample `index`: (D, H, W) uint8/uint16 on `device`, and its meta
-    (ensemble parameters, noise seed, label counts, device type; no view parameters yet)."""
+    (ensemble parameters, noise seed, label counts, device type). With `view_meta` the meta
+    also records every view's drawn appearance parameters and noise seed, exactly as
+    render_sample's does, without painting a view (what a labels store keeps)."""
     _, labels, meta = _render_labels(cfg, seed, index, bank, device, timings)
+    if view_meta:
+        _record_views(meta, view_params(cfg, seed, index, tuple(labels.shape)))
     return labels, meta
+
+
+def _record_views(meta: dict[str, Any], views: list[tuple[AppearanceParams, int]]) -> None:
+    """Record each view's parameters and noise seed in `meta` (what render_views_from_meta reads)."""
+    meta["appearance"] = [a.to_json() for a, _ in views]
+    meta["appearance_noise_seeds"] = [s for _, s in views]
 
 
 def _render_labels(cfg: EngineConfig, seed: int, index: int, bank: Any, device: str | torch.device,
@@ -176,8 +186,7 @@ def render_sample(cfg: EngineConfig, seed: int, index: int, bank: Any = None, de
     views_params = view_params(cfg, seed, index, tuple(labels.shape))
     _lap(timings, "appearance_params", t0)
     views = _paint(lab, views_params, device, timings, checked=True)
-    meta["appearance"] = [a.to_json() for a, _ in views_params]
-    meta["appearance_noise_seeds"] = [s for _, s in views_params]
+    _record_views(meta, views_params)
     return {"labels": labels, "views": views, "index": int(index), "meta": meta}
 
 

@@ -31,13 +31,22 @@ equal byte for byte to a full store's views on the same device type, within one 
 step in a few voxels on another (labels always equal). A labels store is byte for byte the full
 store of the same run without its views members/array (see `convert`).
 
-Modules: `layout` (file names), `manifest` (manifest,
-records, consolidation, compatibility), `wds_io` / `zarr_io` (writers and readers), `labels`
-(labels content: painting views from meta), `task` (one task: render a range, write its
-shards), `runner` (the client: LocalCluster or an existing scheduler, bounded window, retries,
-resume), `convert` (full <-> labels through the runner), `plan` (--dry-run), `verify`, `info`,
-`progress`, `faults` (deterministic fault injection for tests, `SYNTHVOX_FAULTS`). Every file is
-written through `synthvox.core.atomic` (private temporary, fsync, rename).
+Modules: `layout` (file names), `manifest` (the typed `Manifest`, validated on read, and the
+compatibility check), `records` (per-task records, their consolidation), `errors` (the store's
+errors), `store` (what the records vouch for), `wds_io` / `zarr_io` (writers and readers),
+`labels` (labels content: the one stage that paints views from meta), `task` (one task, its
+`TaskSpec`: render a range, write its shards), `skeleton` (the store's manifest, directories and
+Zarr metadata, written atomically or repaired), `cluster` (LocalCluster or an existing
+scheduler, the dashboard), `worker_check`, `run` (bounded window, retries, task deadlines,
+progress within tasks), `runner` (`synth_shards`), `convert` (full <-> labels through the
+runner), `plan` (--dry-run), `verify`, `info`, `progress`, `faults` (deterministic fault
+injection for tests, `SYNTHVOX_FAULTS`). Every file is written through `synthvox.core.atomic`
+(private temporary, fsync, rename).
+
+Integrity on the read side: readers use only tasks whose record exists and whose files have
+their recorded sizes; a missing or damaged shard, a meta failing its checksum or a truncated
+tar raises `DamagedShard` naming the file and the fix, never fill values or fewer samples;
+an incomplete store is refused (`IncompleteStore`) unless the caller allows it.
 
 Byte-reproducibility: a finished store (everything but `logs/`) is a pure function of
 (engine config, bank content, seed, samples, task size, formats, content, versions, device type).
@@ -69,14 +78,18 @@ if the client itself dies, rerun the same command: finished tasks are skipped.
 from .convert import convert
 from .info import info
 from .plan import plan
-from .runner import PipelineError, synth_shards
+from .errors import DamagedShard, IncompleteStore, ManifestError, PipelineError, StoreError, StoreMismatch
+from .manifest import Manifest, read_manifest
+from .runner import synth_shards
 from .store import Store, open_store
 from .verify import verify
 from .wds_io import decode_wds_sample, iter_wds_shard
-from .labels import views_from_meta
+from .labels import paint_batch, painted, views_from_meta
+from .task import TaskSpec
 from .zarr_io import ZarrReader
 
 __all__ = [
     "synth_shards", "PipelineError", "open_store", "Store", "iter_wds_shard", "decode_wds_sample",
-    "ZarrReader", "verify", "info", "plan", "convert", "views_from_meta",
+    "ZarrReader", "verify", "info", "plan", "convert", "views_from_meta", "painted", "paint_batch", "Manifest",
+    "read_manifest", "TaskSpec", "StoreError", "ManifestError", "StoreMismatch", "IncompleteStore", "DamagedShard",
 ]

@@ -16,13 +16,18 @@ same filter as a Zarr v3 array-to-array codec (zarr_codec.py).
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+from typing import Any
 
 import numpy as np
 from numcodecs import Zstd
 
+from synthvox.core.errors import SynthvoxError
+
 __all__ = ["LEVELS", "DELTA_KINDS", "delta_planes", "undelta_planes", "encode_array", "decode_array",
-           "describe_codecs"]
+           "describe_codecs", "META_SUM", "seal_meta", "open_meta", "meta_bytes", "MetaChecksumError"]
 
 #: zstd level per array, chosen for encoding time (measured on 128^3 samples): delta-filtered
 #: views gain 0.5% at level 3 for 2.5x the time of level 1; label maps are ~1.5% of a sample's
@@ -126,3 +131,40 @@ def describe_codecs(arrays: tuple[str, ...], fmt: str) -> dict[str, str]:
         else:
             out[k] = "sharding(1 sample per chunk: " + ", ".join(chain + [f"zstd-{LEVELS[k]}, checksum"]) + ")"
     return out
+
+
+#: the key under which a stored meta carries the sha256 of its own canonical JSON (store layout 3)
+META_SUM = "meta_sha256"
+
+
+class MetaChecksumError(SynthvoxError, ValueError):
+    """A stored meta does not match its checksum (or has none)."""
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def seal_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """`meta` plus META_SUM, the sha256 of its canonical JSON: what a store writes.
+
+    The label maps and views are protected by zstd's own checksum; the meta (which a labels
+    store paints the views from) by this one, so readers and `verify --quick` see a flipped bit.
+    """
+    body = {k: v for k, v in meta.items() if k != META_SUM}
+    return {**body, META_SUM: hashlib.sha256(_canonical(body)).hexdigest()}
+
+
+def open_meta(stored: Any) -> dict[str, Any]:
+    """The meta of a stored, sealed one (META_SUM removed); MetaChecksumError when it does not match."""
+    if not isinstance(stored, dict) or not isinstance(stored.get(META_SUM), str):
+        raise MetaChecksumError(f"meta has no {META_SUM} checksum (not written by this store layout, or damaged)")
+    body = {k: v for k, v in stored.items() if k != META_SUM}
+    if hashlib.sha256(_canonical(body)).hexdigest() != stored[META_SUM]:
+        raise MetaChecksumError(f"meta does not match its {META_SUM} checksum (a damaged parameter or seed)")
+    return body
+
+
+def meta_bytes(meta: dict[str, Any]) -> bytes:
+    """The tar member bytes of a sample's meta: its sealed canonical JSON."""
+    return _canonical(seal_meta(meta))

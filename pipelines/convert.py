@@ -42,14 +42,14 @@ def convert(store: str | Path, out: str | Path, content: str, *, workers: int | 
     if src.content == content:
         raise ValueError(f"{src.path} already holds content {content!r}; nothing to convert (copy the directory instead)")
     if not src.complete:
-        raise ValueError(f"{src.path} is incomplete ({src.manifest.get('tasks_done', 0)}/{src.num_tasks} tasks); "
+        raise ValueError(f"{src.path} is incomplete ({len(src.record_map)}/{src.num_tasks} tasks recorded); "
                          "finish it with the same synthvox synth-shards command first")
 
     cfg = src.engine_config
     here = engine_config_hash(cfg, resolve_bank(cfg.bank).content_hash)
-    if here != src.manifest["engine_config_hash"]:
+    if here != src.manifest.engine_config_hash:
         # the hash covers the template bank's content: another bank would paint other samples
-        raise StoreMismatch(f"{src.path}: its engine config hash {src.manifest['engine_config_hash']} differs from "
+        raise StoreMismatch(f"{src.path}: its engine config hash {src.manifest.engine_config_hash} differs from "
                             f"this machine's {here} for the same config (another template bank content at "
                             f"{cfg.bank!r}?); use the bank the store was rendered with")
     return synth_shards(out, src.num_samples, task_size=src.task_size, cfg=cfg, seed=src.seed,

@@ -8,6 +8,9 @@ passed to each task in its spec (so an already running cluster sees them too):
 - `fail:task=5[:attempt=0]`  task 5 raises an ordinary exception (a deterministic failure)
 - `enospc:task=2`            writing task 2's files fails with "No space left on device"
 - `kill-client:done=2`       the client exits abruptly after 2 tasks completed (client side)
+- `stop:task=4[:attempt=0]`  the process running task 4 stops itself with SIGSTOP mid-task, as a
+                             hung NFS mount or a swapped node would (a Dask worker: the client's
+                             task timeout resubmits the task elsewhere; send SIGCONT to resume it)
 
 A rule without `attempt` fires on every attempt.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 from typing import Any
 
 from synthvox.core.errors import SynthvoxError
@@ -22,7 +26,7 @@ from synthvox.core.errors import SynthvoxError
 __all__ = ["ENV", "parse_faults", "fault_fires", "inject", "InjectedFailure"]
 
 ENV = "SYNTHVOX_FAULTS"
-KINDS = ("die", "fail", "enospc", "kill-client")
+KINDS = ("die", "fail", "enospc", "kill-client", "stop")
 
 
 class InjectedFailure(SynthvoxError, RuntimeError):
@@ -63,6 +67,8 @@ def inject(rules: list[dict[str, Any]], point: str, task: int, attempt: int) -> 
     if point == "render":
         if fault_fires(rules, "die", task, attempt):
             os._exit(86)  # abrupt: no cleanup, temporaries stay behind, like a killed process
+        if fault_fires(rules, "stop", task, attempt):
+            os.kill(os.getpid(), signal.SIGSTOP)  # the whole process stops: no heartbeats, no progress
         if fault_fires(rules, "fail", task, attempt):
             raise InjectedFailure(f"injected failure in task {task} (attempt {attempt}) by {ENV}")
     elif point == "write" and fault_fires(rules, "enospc", task, attempt):

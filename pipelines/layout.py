@@ -21,16 +21,18 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
-    "MANIFEST", "RECORD_BLOCK", "DEFAULT_TASK_SIZE", "ZARR_SHARD", "ARRAYS", "CONTENTS", "stored_arrays",
+    "MANIFEST", "RECORD_BLOCK", "FORMATS", "DEFAULT_TASK_SIZE", "ZARR_SHARD", "ARRAYS", "CONTENTS", "stored_arrays",
     "record_path", "block_path", "wds_path", "zarr_shard_key", "zarr_meta_path",
-    "zarr_shard_samples", "task_range", "num_tasks", "REPRODUCIBLE_EXCLUDE",
+    "zarr_shard_samples", "task_range", "num_tasks", "REPRODUCIBLE_EXCLUDE", "TASKS_PER_WORKER", "choose_task_size",
 ]
 
 MANIFEST = "manifest.json"
 RECORD_BLOCK = 1024            # task records per consolidated block file
-DEFAULT_TASK_SIZE = 256        # fixed, never derived from the worker count: the layout must not depend on it
+DEFAULT_TASK_SIZE = 256        # the largest task size chosen when --task-size is not given (choose_task_size)
+TASKS_PER_WORKER = 4           # without --task-size, a new store gets about this many tasks per worker
 ZARR_SHARD = 32                # samples per Zarr shard (at most)
 ARRAYS = ("labels", "views")
+FORMATS = ("wds", "zarr")      # store formats, in canonical order
 #: store content kinds: `full` keeps labels and views; `labels` keeps labels and each sample's
 #: meta (the recorded appearance parameters and noise seeds), and readers re-render the views
 CONTENTS = ("full", "labels")
@@ -86,3 +88,13 @@ def task_range(task: int, samples: int, task_size: int) -> tuple[int, int]:
     """[start, stop) of `task`; the last task may be shorter."""
     start = task * task_size
     return start, min(start + task_size, samples)
+
+
+def choose_task_size(samples: int, workers: int) -> int:
+    """The task size of a new store when --task-size is not given: at most DEFAULT_TASK_SIZE,
+    and small enough that each of `workers` gets about TASKS_PER_WORKER tasks (every worker
+    has work and the load evens out). The store's layout then depends on the worker count:
+    the manifest records the size, a resume reads it back, and `--task-size N` reproduces it
+    with any worker count."""
+    per = -(-samples // (TASKS_PER_WORKER * max(1, workers)))
+    return max(1, min(DEFAULT_TASK_SIZE, per))

@@ -6,7 +6,6 @@ calibration renders at <= 64^3, scaled). Nothing per task is materialised.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -19,8 +18,10 @@ from synthvox.engine.templates import resolve_bank
 
 from . import task
 from .codecs import encode_array
-from .layout import MANIFEST, num_tasks, stored_arrays, zarr_shard_samples
-from .wds_io import _meta_bytes
+from .layout import TASKS_PER_WORKER, choose_task_size, num_tasks, stored_arrays, zarr_shard_samples
+from .manifest import compatibility_problems
+from .skeleton import existing_manifest, plan_manifest
+from .codecs import meta_bytes
 
 __all__ = ["plan", "format_plan", "CALIBRATION_SIDE"]
 
@@ -62,15 +63,24 @@ def _calibrate(cfg: EngineConfig, seed: int, content: str = "full") -> dict[str,
         "cpu_s_per_sample": per_sample,
         "labels_bytes_per_voxel": len(encode_array(s["labels"], "labels")) / vox,
         "views_bytes_per_voxel": len(encode_array(s["views"], "views")) / (vox * cfg.views) if "views" in s else 0.0,
-        "meta_bytes": len(_meta_bytes(s["meta"])),  # about constant in the volume size
+        "meta_bytes": len(meta_bytes(s["meta"])),  # about constant in the volume size
     }
 
 
-def plan(out: str | Path, samples: int, task_size: int, cfg: EngineConfig, formats: tuple[str, ...], seed: int = 0,
+def plan(out: str | Path, samples: int, task_size: int | None, cfg: EngineConfig, formats: tuple[str, ...], seed: int = 0,
          workers: int | None = None, calibrate: bool = True, content: str = "full") -> dict[str, Any]:
-    """The plan of `synth_shards` with these arguments, as a dict."""
+    """The plan of `synth_shards` with these arguments, as a dict.
 
+    task_size None: the existing store's, else what synth_shards would choose for `workers`.
+    On an existing store `existing["refusals"]` lists what the real run would refuse (another
+    seed, config, task size, format, content or version), each with what to do.
+    """
     stored_arrays(content)  # validates the content kind
+    nworkers = 1 if workers == 0 else (workers or os.cpu_count() or 1)
+    old = existing_manifest(out)
+    chosen = task_size is None and old is None
+    if task_size is None:
+        task_size = old.task_size if old is not None else choose_task_size(samples, nworkers)
     tasks = num_tasks(samples, task_size)
     vox = cfg.size ** 3
     views_stored = cfg.views if content == "full" else 0
@@ -79,13 +89,13 @@ def plan(out: str | Path, samples: int, task_size: int, cfg: EngineConfig, forma
         "last_task_samples": samples - (tasks - 1) * task_size, "zarr_shard": zarr_shard_samples(task_size),
         "formats": list(formats), "size": cfg.size, "views": cfg.views, "content": content,
         "raw_bytes_per_sample": vox * (views_stored + (1 if cfg.max_labels <= 255 else 2)),
-        "free_bytes": _free_bytes(Path(out)), "workers": workers or os.cpu_count(),
+        "free_bytes": _free_bytes(Path(out)), "workers": nworkers, "task_size_chosen": chosen,
         "existing": None,
     }
-    mpath = Path(out) / MANIFEST
-    if mpath.is_file():
-        m = json.loads(mpath.read_text())
-        p["existing"] = {"samples": m.get("samples"), "tasks_done": m.get("tasks_done"), "tasks": m.get("tasks")}
+    if old is not None:
+        new = plan_manifest(samples, task_size, cfg, seed, formats, content)
+        p["existing"] = {"samples": old.samples, "tasks_done": old.tasks_done, "tasks": old.tasks,
+                         "task_size": old.task_size, "refusals": compatibility_problems(old, new)}
     if calibrate:
         t0 = time.perf_counter()
         c = _calibrate(cfg, seed, content)
@@ -111,12 +121,20 @@ def format_plan(p: dict[str, Any]) -> str:
         "  content labels: label maps and meta, views rendered on load" if p.get("content") == "labels"
         else "  content full: label maps and views",
         f"  tasks {p['tasks']:,} of {p['task_size']} samples (last {p['last_task_samples']}), "
-        f"Zarr shards of {p['zarr_shard']} samples",
+        f"Zarr shards of {p['zarr_shard']} samples"
+        + (f" (--task-size not given: about {TASKS_PER_WORKER} tasks for each of {p['workers']} workers)"
+           if p.get("task_size_chosen") else ""),
         f"  uncompressed {p['raw_bytes_per_sample'] / 1e6:.3f} MB per sample",
     ]
     if p["existing"]:
         e = p["existing"]
-        lines.append(f"  existing store: {e['samples']} samples, {e['tasks_done']}/{e['tasks']} tasks done (resumes / grows)")
+        if e["refusals"]:
+            lines.append(f"  existing store: {e['samples']} samples, {e['tasks_done']}/{e['tasks']} tasks done; "
+                         "THE REAL RUN WOULD REFUSE IT:")
+            lines += [f"    {r}" for r in e["refusals"]]
+        else:
+            lines.append(f"  existing store: {e['samples']} samples, {e['tasks_done']}/{e['tasks']} tasks done, "
+                         f"task size {e['task_size']} (the run resumes / grows it)")
     if "calibration" in p:
         c = p["calibration"]
         lines += [

@@ -1,7 +1,8 @@
 """The task: render one index range and write its tar shard and Zarr shards atomically.
 
-`run_task(spec)` takes a small dict (engine config, seed, range, store path, formats, content)
-and returns a small record; no arrays travel through the scheduler. It renders on CPU with one
+`run_task(spec)` takes a `TaskSpec` (a small frozen record: engine config, seed, range, store
+path, formats, content, and the renderer the task calls) and returns a small record; no arrays
+travel through the scheduler. It renders on CPU with one
 torch thread, writes every file through a private temporary and renames it into place, then
 writes its record. Running a task twice (Dask may) gives the same bytes under the same names,
 so neither attempt can corrupt the other's output.
@@ -13,10 +14,12 @@ instead of rendering them: to `labels` it drops the views, to `full` it paints t
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,11 +36,15 @@ from synthvox.engine.templates import TemplateBank, resolve_bank
 from .faults import inject, parse_faults
 from .labels import labels_only, render_labels_numpy, views_from_meta
 from .layout import record_path, stored_arrays, wds_path
-from .manifest import find_record, read_manifest
+from .manifest import Manifest, read_manifest
+from .records import find_record
 from .wds_io import WdsWriter, iter_wds_shard
 from .zarr_io import ZarrReader, write_zarr_meta, write_zarr_shard
 
-__all__ = ["run_task", "make_spec", "FatalTaskError", "render_numpy", "render_labels_numpy"]
+__all__ = ["run_task", "TaskSpec", "Renderer", "FatalTaskError", "render_numpy", "render_labels_numpy"]
+
+#: what renders sample `index`: (EngineConfig, seed, index, TemplateBank) -> numpy sample dict
+Renderer = Callable[[EngineConfig, int, int, TemplateBank], dict[str, Any]]
 
 _BANKS: dict[Any, Any] = {}
 _ENGINES: dict[str, tuple[Any, Any, str]] = {}
@@ -74,12 +81,69 @@ def render_numpy(cfg: EngineConfig, seed: int, index: int, bank: TemplateBank) -
     return sample_to_numpy(render_sample(cfg, seed, index, bank=bank, device="cpu"))
 
 
-def make_spec(*, root: Path, task: int, start: int, stop: int, cfg_dict: dict[str, Any], cfg_hash: str,
-              seed: int, formats: tuple[str, ...], zarr_shard: int, attempt: int = 0, faults: str = "",
-              content: str = "full", source: str | None = None) -> dict[str, Any]:
-    return {"root": str(root), "task": task, "start": start, "stop": stop, "engine": cfg_dict,
-            "engine_hash": cfg_hash, "seed": seed, "formats": list(formats), "zarr_shard": zarr_shard,
-            "attempt": attempt, "faults": faults, "content": content, "source": source}
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything one task needs, and nothing more (it travels to a worker with each attempt).
+
+    `renderer` renders a sample (None: the engine, `render_numpy` or `render_labels_numpy`
+    by content); `source` names a store whose samples are read instead (convert.py);
+    `faults` are the SYNTHVOX_FAULTS rules (faults.py); `progress_topic` names the Dask event
+    topic the task reports its samples done on (None: no report).
+    """
+
+    root: str
+    task: int
+    start: int
+    stop: int
+    engine: dict[str, Any]
+    engine_hash: str
+    seed: int
+    formats: tuple[str, ...]
+    zarr_shard: int
+    content: str = "full"
+    attempt: int = 0
+    faults: str = ""
+    source: str | None = None
+    renderer: Renderer | None = None
+    progress_topic: str | None = None
+
+    @classmethod
+    def of(cls, manifest: Manifest, root: Path, task: int, **kw: Any) -> "TaskSpec":
+        """The spec of `task` of a store with this manifest (`kw`: the optional fields)."""
+        a, b = manifest.task_range(task)
+        return cls(root=str(root), task=task, start=a, stop=b, engine=manifest.engine_config,
+                   engine_hash=manifest.engine_config_hash, seed=manifest.seed, formats=manifest.formats,
+                   zarr_shard=manifest.zarr_shard, content=manifest.content, **kw)
+
+    def retry(self, attempt: int) -> "TaskSpec":
+        return dataclasses.replace(self, attempt=attempt)
+
+    def render_fn(self) -> Renderer:
+        """The renderer this task calls (the given one, else the engine's for its content)."""
+        if self.renderer is not None:
+            return self.renderer
+        return render_labels_numpy if self.content == "labels" else render_numpy
+
+
+def _progress_reporter(spec: TaskSpec) -> Callable[[int], None]:
+    """A callback the task calls with its samples done: sends them (at most twice a second) on
+    `spec.progress_topic` to the client, which moves its progress line within a task."""
+    if not spec.progress_topic:
+        return lambda done: None
+    from distributed import get_worker  # lazily: only tasks on a Dask worker report
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a worker (in-process run)
+        return lambda done: None
+    last = [0.0]
+
+    def report(done: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.5 or done == spec.stop - spec.start:
+            last[0] = now
+            worker.log_event(spec.progress_topic, {"task": spec.task, "attempt": spec.attempt, "done": done})
+    return report
 
 
 def _source_samples(source: str, task: int, start: int, stop: int) -> tuple[Callable[[int], dict[str, Any]], Any]:
@@ -93,7 +157,7 @@ def _source_samples(source: str, task: int, start: int, stop: int) -> tuple[Call
     if rec is None or list(rec["range"]) != [start, stop]:
         raise FatalTaskError(f"source store {source} has no finished task {task} with samples [{start}, {stop}); "
                              "finish it with synthvox synth-shards before converting")
-    if "wds" in m["formats"]:
+    if "wds" in m.formats:
         it = iter_wds_shard(wds_path(Path(source), task), render_views=False)
 
         def get(i: int) -> dict[str, Any]:
@@ -102,26 +166,31 @@ def _source_samples(source: str, task: int, start: int, stop: int) -> tuple[Call
                 raise ValueError(f"{wds_path(Path(source), task)}: sample {s['index']} where {i} was expected (damaged shard)")
             return s
     else:
-        reader = ZarrReader(source, render_views=False)
+        reader = ZarrReader(source, allow_partial=True, render_views=False)  # its tasks are checked one by one
         get = reader.__getitem__
     return get, rec.get("device_type")
 
 
-def run_task(spec: dict[str, Any], renderer: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Render and write one task; return its record plus `log` (host, seconds: not stored in records/)."""
+def run_task(spec: TaskSpec, on_sample: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Render and write one task; return its record plus `log` (host, seconds: not stored in records/).
+
+    `on_sample(done)` is called after each sample (in-process progress); on a Dask worker the
+    task reports on `spec.progress_topic` instead.
+    """
     t0, c0 = time.perf_counter(), time.process_time()
     _limit_threads()
-    root, task, attempt = Path(spec["root"]), int(spec["task"]), int(spec["attempt"])
-    rules = parse_faults(spec.get("faults"))
-    cfg, bank, cfg_hash = _engine(spec["engine"])
-    if cfg_hash != spec["engine_hash"]:
+    root, task, attempt = Path(spec.root), spec.task, spec.attempt
+    rules = parse_faults(spec.faults)
+    cfg, bank, cfg_hash = _engine(spec.engine)
+    if cfg_hash != spec.engine_hash:
         raise FatalTaskError(
             f"task {task} on {socket.gethostname()}: the engine config hash differs from the store's "
             "(another template bank content at the same path?); make every worker see the same bank")
-    content = spec.get("content", "full")
+    content = spec.content
     dev_type = device_type("cpu")
-    if spec.get("source"):
-        get, src_type = _source_samples(spec["source"], task, int(spec["start"]), int(spec["stop"]))
+    render: Renderer
+    if spec.source:
+        get, src_type = _source_samples(spec.source, task, spec.start, spec.stop)
         if content == "labels":
             dev_type = src_type  # nothing is rendered: the labels are the source's
 
@@ -131,18 +200,17 @@ def run_task(spec: dict[str, Any], renderer: Callable[..., dict[str, Any]] | Non
             def render(cfg: EngineConfig, seed: int, i: int, bank: TemplateBank) -> dict[str, Any]:
                 return views_from_meta(get(i))
     else:
-        render = renderer or (render_labels_numpy if content == "labels" else render_numpy)
-    formats = spec["formats"]
-    zs = int(spec["zarr_shard"])
+        render = spec.render_fn()
+    report = on_sample or _progress_reporter(spec)
     files: dict[str, dict[str, Any]] = {}
     try:
-        files.update(_write_task(root, task, attempt, spec, cfg, bank, render, formats, zs, rules, stored_arrays(content)))
+        files.update(_write_task(spec, cfg, bank, render, rules, stored_arrays(content), report))
     except OSError as e:
         if e.errno in FATAL_ERRNOS:
             raise FatalTaskError(str(e)) from e
         raise
-    record = {"task": task, "range": [int(spec["start"]), int(spec["stop"])], "files": files,
-              "formats": sorted(formats), "device_type": dev_type}
+    record = {"task": task, "range": [spec.start, spec.stop], "files": files,
+              "formats": sorted(spec.formats), "device_type": dev_type}
     try:
         write_json(record_path(root, task), record)
     except OSError as e:
@@ -152,10 +220,10 @@ def run_task(spec: dict[str, Any], renderer: Callable[..., dict[str, Any]] | Non
     return record
 
 
-def _write_task(root: Path, task: int, attempt: int, spec: dict[str, Any], cfg: EngineConfig, bank: TemplateBank,
-                render: Callable[..., dict[str, Any]], formats: list[str], zs: int,
-                rules: list[dict[str, Any]], arrays: tuple[str, ...] = ("labels", "views")) -> dict[str, dict[str, Any]]:
-    start, stop, seed = int(spec["start"]), int(spec["stop"]), int(spec["seed"])
+def _write_task(spec: TaskSpec, cfg: EngineConfig, bank: TemplateBank, render: Renderer, rules: list[dict[str, Any]],
+                arrays: tuple[str, ...], report: Callable[[int], None]) -> dict[str, dict[str, Any]]:
+    root, task, attempt, formats, zs = Path(spec.root), spec.task, spec.attempt, spec.formats, spec.zarr_shard
+    start, stop, seed = spec.start, spec.stop, spec.seed
     files: dict[str, dict[str, Any]] = {}
     metas: list[tuple[int, dict[str, Any]]] = []
     buf: list[dict[str, Any]] = []
@@ -187,6 +255,7 @@ def _write_task(root: Path, task: int, attempt: int, spec: dict[str, Any], cfg: 
                 buf.append(s)
                 if len(buf) == zs or i == stop - 1:
                     flush_zarr()
+            report(i + 1 - start)
         if writer is not None:
             writer.close()
     except BaseException as e:

@@ -2,7 +2,8 @@
 
 Per task (locally, or on a Dask cluster for large stores): the record exists and matches the
 task's range, every file has its recorded size and (unless quick) sha256, and every sample
-decodes (quick: K random ones) with the right index, shape and dtype. Then K random samples
+decodes with the right index, shape and dtype, its meta matching its checksum (quick: the tar
+shards and Zarr shards holding K random samples are decoded whole). Then K random samples
 are re-rendered and compared: exactly when the shard's device type equals this one's, else
 labels exactly and views within one quantisation step; the report says which.
 
@@ -12,7 +13,6 @@ the views painted here from the stored meta with a fresh render here (so always 
 """
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,134 +22,146 @@ from synthvox.core.atomic import sha256_file
 from synthvox.engine.device import device_type, same_device_type
 from synthvox.engine.templates import resolve_bank
 
+from .errors import DamagedShard
 from .labels import views_from_meta
-from .layout import num_tasks, stored_arrays, task_range, wds_path, zarr_shard_key
-from .manifest import read_manifest, record_is_intact
+from .layout import wds_path, zarr_meta_path, zarr_shard_key
+from .manifest import Manifest
+from .records import file_problem, record_is_intact
 from .store import open_store
 from .task import render_numpy
 from .wds_io import iter_wds_shard
-from .zarr_io import ZarrReader
+from .zarr_io import ZarrReader, read_zarr_meta
 
 __all__ = ["verify", "verify_task", "format_report"]
 
 
-def _check_meta(meta: dict[str, Any] | None, manifest: dict[str, Any], where: str) -> list[str]:
+def _check_meta(meta: dict[str, Any] | None, manifest: Manifest, where: str) -> list[str]:
     """A labels-store meta records each view's appearance parameters and noise seed."""
     meta = meta or {}
     n = len(meta.get("appearance", [])), len(meta.get("appearance_noise_seeds", []))
-    v = manifest["shapes"]["views"][0]
+    v = manifest.views
     if n != (v, v):
         return [f"{where}: meta records {n[0]} appearance parameter sets and {n[1]} noise seeds, "
                 f"expected {v} of each (its views cannot be re-rendered)"]
     return []
 
 
-def _check_sample(s: dict[str, Any], manifest: dict[str, Any], where: str) -> list[str]:
-    shapes = manifest["shapes"]
+def _check_sample(s: dict[str, Any], manifest: Manifest, where: str) -> list[str]:
     out = []
     if "labels" not in s:
         return [f"{where}: no labels member"]
-    if list(s["labels"].shape) != shapes["labels"] or str(s["labels"].dtype) != manifest["label_dtype"]:
-        out.append(f"{where}: labels {s['labels'].dtype}{list(s['labels'].shape)}, expected {manifest['label_dtype']}{shapes['labels']}")
-    if manifest.get("content", "full") == "labels":
+    if tuple(s["labels"].shape) != manifest.label_shape or str(s["labels"].dtype) != manifest.label_dtype:
+        out.append(f"{where}: labels {s['labels'].dtype}{list(s['labels'].shape)}, expected "
+                   f"{manifest.label_dtype}{list(manifest.label_shape)}")
+    if manifest.content == "labels":
         if "views" in s:
             out.append(f"{where}: holds views, but the store's content is 'labels'")
         return out + _check_meta(s.get("meta"), manifest, where)
     if "views" not in s:
         return out + [f"{where}: no views member"]
-    if list(s["views"].shape) != shapes["views"] or s["views"].dtype != np.uint8:
-        out.append(f"{where}: views {s['views'].dtype}{list(s['views'].shape)}, expected uint8{shapes['views']}")
+    if tuple(s["views"].shape) != manifest.views_shape or s["views"].dtype != np.uint8:
+        out.append(f"{where}: views {s['views'].dtype}{list(s['views'].shape)}, expected uint8{list(manifest.views_shape)}")
     return out
 
 
-def verify_task(root: str, task: int, manifest: dict[str, Any], record: dict[str, Any] | None,
+def verify_task(root: str, task: int, manifest: Manifest, record: dict[str, Any] | None,
                 check_hash: bool, decode: bool | list[int]) -> list[dict[str, Any]]:
-    """Problems of one task as [{'task', 'file', 'problem'}] (empty when it is sound)."""
+    """Problems of one task as [{'task', 'file', 'problem'}] (empty when it is sound).
+
+    decode: True decodes every sample; a list of sample indices decodes the whole tar shard
+    and the whole Zarr shards holding those of this task; False decodes nothing.
+    """
     rootp = Path(root)
-    a, b = task_range(task, manifest["samples"], manifest["task_size"])
+    a, b = manifest.task_range(task)
     probs: list[dict[str, Any]] = []
 
     def bad(file: str, problem: str) -> None:
         probs.append({"task": task, "file": file, "problem": problem})
 
     if record is None:
-        bad(wds_path(rootp, task).relative_to(rootp).as_posix() if "wds" in manifest["formats"] else f"task {task}",
+        bad(wds_path(rootp, task).relative_to(rootp).as_posix() if "wds" in manifest.formats else f"task {task}",
             "no record: the task never finished (rerun synth-shards to render it)")
         return probs
     if not record_is_intact(rootp, record, manifest, check_hash=False):
-        for rel, info in record["files"].items():
-            p = rootp / rel
-            if not p.is_file():
-                bad(rel, "missing")
-            elif p.stat().st_size != info["bytes"]:
-                bad(rel, f"size {p.stat().st_size} != recorded {info['bytes']} (truncated or damaged)")
+        for rel, info in record.get("files", {}).items():
+            problem = file_problem(rootp, rel, info)
+            if problem is not None:
+                bad(rel, problem)
         if not probs:
-            bad(f"task {task}", f"record range {record['range']} does not match the task's [{a}, {b})")
+            bad(f"task {task}", f"record range {record.get('range')} does not match the task's [{a}, {b})")
         return probs
     if check_hash:
         for rel, info in record["files"].items():
-            if sha256_file(rootp / rel) != info["sha256"]:
+            if file_problem(rootp, rel, info, check_hash=True) is not None:
                 bad(rel, "sha256 mismatch (content damaged)")
     if decode is False:
         return probs
-    want = list(range(a, b)) if decode is True else [i for i in decode if a <= i < b]
-    if not want:
+    picks = [i for i in range(a, b)] if decode is True else [i for i in decode if a <= i < b]
+    if not picks:
         return probs
-    if "wds" in manifest["formats"]:
+    if "wds" in manifest.formats:
         rel = wds_path(rootp, task).relative_to(rootp).as_posix()
         try:
             seen = []
             for s in iter_wds_shard(rootp / rel, render_views=False):
                 seen.append(s["index"])
-                if s["index"] in want:
-                    for msg in _check_sample(s, manifest, f"sample {s['index']}"):
-                        bad(rel, msg)
+                for msg in _check_sample(s, manifest, f"sample {s['index']}"):
+                    bad(rel, msg)
             if seen != list(range(a, b)):
                 bad(rel, f"holds samples {seen[:3]}..{seen[-3:] if seen else []} ({len(seen)}), expected [{a}, {b})")
-        except (tarfile.TarError, ValueError, RuntimeError, OSError, KeyError) as e:
-            bad(rel, f"does not decode: {e}")
-    if "zarr" in manifest["formats"]:
-        arrays = ZarrReader(rootp, allow_partial=True, render_views=False)._open()
-        zs = manifest["zarr_shard"]
-        for name in stored_arrays(manifest.get("content", "full")):
-            expected = [len(want)] + manifest["shapes"][name]
-            try:
-                got = np.stack([np.asarray(arrays[name][i]) for i in want])
-                if list(got.shape) != expected:
-                    bad(zarr_shard_key(name, want[0] // zs), f"{name} shape {list(got.shape)}, expected {expected}")
-            except Exception as e:  # noqa: BLE001 - any decoding error: name the shard holding the sample
-                failing = want[0]
-                for i in want:
-                    try:
-                        np.asarray(arrays[name][i])
-                    except Exception:  # noqa: BLE001
-                        failing = i
-                        break
-                bad(zarr_shard_key(name, failing // zs), f"{name} of sample {failing} does not decode: {type(e).__name__}: {e}")
-        try:
-            zr = ZarrReader(rootp, allow_partial=True, render_views=False)
-            if manifest.get("content") == "labels":  # each meta must hold what re-renders its views
-                for i in want:
-                    for msg in _check_meta(zr._meta_of(i), manifest, f"sample {i}"):
-                        bad(f"zarr-meta/task-{task:06d}.jsonl", msg)
-            else:
-                zr._meta_of(want[0])
-        except Exception as e:  # noqa: BLE001
-            bad(f"zarr-meta/task-{task:06d}.jsonl", f"meta does not read: {type(e).__name__}: {e}")
+        except DamagedShard as e:
+            bad(rel, f"does not decode: {e.problem}")
+    if "zarr" in manifest.formats:
+        _verify_zarr_task(rootp, task, manifest, picks, bad)
     return probs
+
+
+def _verify_zarr_task(root: Path, task: int, manifest: Manifest, picks: list[int], bad: Callable[[str, str], None]) -> None:
+    """Decode the Zarr shards of `task` holding `picks` (whole), and the task's meta file."""
+    zs = manifest.zarr_shard
+    want = sorted({i for p in picks for i in range(p // zs * zs, min(p // zs * zs + zs, manifest.samples))})
+    reader = ZarrReader(root, allow_partial=True, render_views=False, check_files=False)
+    try:
+        arrays = reader._open()
+    except DamagedShard as e:
+        bad("zarr", str(e))
+        return
+    for name in manifest.arrays:
+        for i in want:
+            try:
+                got = np.asarray(arrays[name][i])
+            except Exception as e:  # noqa: BLE001 - any decoding error: name the shard holding the sample
+                bad(zarr_shard_key(name, i // zs), f"{name} of sample {i} does not decode: {type(e).__name__}: {e}")
+                break
+            if tuple(got.shape) != manifest.shape(name):
+                bad(zarr_shard_key(name, i // zs), f"{name} shape {list(got.shape)}, expected {list(manifest.shape(name))}")
+                break
+    meta_rel = zarr_meta_path(root, task).relative_to(root).as_posix()
+    try:
+        metas = read_zarr_meta(root / meta_rel)
+    except DamagedShard as e:
+        bad(meta_rel, e.problem)
+        return
+    a, b = manifest.task_range(task)
+    if sorted(metas) != list(range(a, b)):
+        bad(meta_rel, f"holds the meta of {len(metas)} samples, expected [{a}, {b})")
+    elif manifest.content == "labels":  # each meta must hold what re-renders its views
+        for i in range(a, b):
+            for msg in _check_meta(metas[i], manifest, f"sample {i}"):
+                bad(meta_rel, msg)
 
 
 def _rerender_check(store: Any, indices: list[int], records: dict[int, dict[str, Any]],
                     renderer: Callable[..., dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    m = store.manifest
+    m: Manifest = store.manifest
     labels_store = store.content == "labels"
     cfg = store.engine_config
     bank = resolve_bank(cfg.bank)
     here = device_type("cpu")
     probs, modes = [], set()
-    zr = ZarrReader(store.path, allow_partial=True, render_views=False) if "zarr" in store.formats else None
+    zr = ZarrReader(store.path, allow_partial=True, render_views=False, check_files=False) if "zarr" in store.formats else None
     for i in indices:
-        task = i // m["task_size"]
+        task = i // m.task_size
         rec = records.get(task)
         if rec is None:
             continue
@@ -159,7 +171,7 @@ def _rerender_check(store: Any, indices: list[int], records: dict[int, dict[str,
         else:
             exact = same_device_type(rec["device_type"], here)
             modes.add("exact (same device type)" if exact else "labels exact, views within one quantisation step (other device type)")
-        fresh = renderer(cfg, m["seed"], i, bank)
+        fresh = renderer(cfg, m.seed, i, bank)
         stored = []
         if "wds" in store.formats:
             rel = wds_path(store.path, task).relative_to(store.path).as_posix()
@@ -169,7 +181,7 @@ def _rerender_check(store: Any, indices: list[int], records: dict[int, dict[str,
                 pass
         if zr is not None:
             try:
-                stored.append((f"zarr shard {i // m['zarr_shard']}", zr[i]))
+                stored.append((f"zarr shard {i // m.zarr_shard}", zr[i]))
             except Exception:  # noqa: BLE001
                 pass
         for where, s in stored:
@@ -192,20 +204,19 @@ def verify(store: str | Path, quick: bool = False, rerender: int = 0, scheduler:
            client: Any = None, seed: int = 0, renderer: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
     """Check a store; returns {'ok', 'problems': [...], 'bad_files', 'checked', 'comparison', ...}.
 
-    quick: sizes only (no sha256) and K = max(rerender, 8) random samples decoded.
+    quick: sizes only (no sha256); the shards holding K = max(rerender, 8) random samples are
+    decoded whole (every sample's meta checked against its checksum), and damage elsewhere in
+    the payload is seen only by the full check.
     scheduler/client: run the per-task checks on a Dask cluster.
     renderer: what re-renders the samples (default the pipeline's `task.render_numpy`).
     """
     st = open_store(store)
-    m = read_manifest(st.path)
-    n_tasks = num_tasks(m["samples"], m["task_size"])
-    records: dict[int, dict[str, Any]] = {}
-    for rec in st.records():
-        if 0 <= rec.get("task", -1) < n_tasks:
-            records[rec["task"]] = rec
+    m = st.manifest
+    n_tasks = m.tasks
+    records = st.record_map
     rng = np.random.default_rng(seed)  # a local generator: which samples to spot-check
-    k_decode = min(m["samples"], max(rerender, 8))
-    decode_pick = sorted(int(i) for i in rng.choice(m["samples"], k_decode, replace=False)) if quick else None
+    k_decode = min(m.samples, max(rerender, 8))
+    decode_pick = sorted(int(i) for i in rng.choice(m.samples, k_decode, replace=False)) if quick else None
     args = [(str(st.path), t, m, records.get(t), not quick, decode_pick if quick else True) for t in range(n_tasks)]
     problems: list[dict[str, Any]] = []
     if client is not None or scheduler is not None:
@@ -213,14 +224,14 @@ def verify(store: str | Path, quick: bool = False, rerender: int = 0, scheduler:
     else:
         for a in args:
             problems += verify_task(*a)
-    pick = sorted(int(i) for i in rng.choice(m["samples"], min(rerender, m["samples"]), replace=False)) if rerender else []
+    pick = sorted(int(i) for i in rng.choice(m.samples, min(rerender, m.samples), replace=False)) if rerender else []
     rr_probs, modes = _rerender_check(st, pick, records, renderer or render_numpy) if pick else ([], [])
     problems += rr_probs
     bad_files = sorted({p["file"] for p in problems})
     return {
-        "store": str(st.path), "ok": not problems, "samples": m["samples"], "tasks": n_tasks,
+        "store": str(st.path), "ok": not problems, "samples": m.samples, "tasks": n_tasks,
         "records": len(records), "checksums": not quick,
-        "decoded": (k_decode if quick else m["samples"]), "rerendered": len(pick),
+        "decoded": (k_decode if quick else m.samples), "rerendered": len(pick),
         "comparison": modes, "problems": problems, "bad_files": bad_files,
     }
 
@@ -250,8 +261,9 @@ def _verify_dask(args: list[tuple], client: Any, scheduler: str | None) -> list[
 def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"store {r['store']}: {r['samples']} samples, {r['tasks']} tasks, {r['records']} records",
-        f"checksums: {'checked' if r['checksums'] else 'skipped (--quick)'}; decoded {r['decoded']} samples; "
-        f"re-rendered {r['rerendered']}" + (f" ({'; '.join(r['comparison'])})" if r["comparison"] else ""),
+        (f"checksums: checked; decoded {r['decoded']} samples; " if r["checksums"] else
+         f"checksums: skipped (--quick); decoded the shards holding {r['decoded']} random samples; ")
+        + f"re-rendered {r['rerendered']}" + (f" ({'; '.join(r['comparison'])})" if r["comparison"] else ""),
     ]
     if r["ok"]:
         lines.append("OK")

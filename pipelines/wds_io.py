@@ -4,10 +4,12 @@ Members of sample `i` (the key has no dots, as WebDataset requires)::
 
     {i:010d}.labels.npy.zst    (D, H, W) uint8|uint16, `.npy` then zstd
     {i:010d}.views.npy.zst     (V, D, H, W) uint8, plane-delta filtered, `.npy`, then zstd
-    {i:010d}.meta.json         the sample's meta (sorted keys)
+    {i:010d}.meta.json         the sample's meta (sorted keys), sealed with its own checksum
+                               (`meta_sha256`, codecs.seal_meta); readers check and remove it
 
 A `labels` store has no views member: its meta records each view's appearance parameters and
-noise seeds, and `iter_wds_shard` re-renders the views on load (render_views=True, the default).
+noise seeds, and `iter_wds_shard` paints the views on load (render_views=True, the default) through
+the one painting stage, `labels.painted`.
 
 Every tar header has mtime 0, uid/gid 0, empty user/group names and mode 0644, so the same
 samples always give the same bytes. `decode_wds_sample` turns a WebDataset dict of raw member
@@ -21,19 +23,15 @@ import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-from .codecs import decode_array, encode_array
-from .labels import views_from_meta
+from .codecs import decode_array, encode_array, meta_bytes, open_meta
+from .errors import DamagedShard, repair_hint
+from .labels import painted
 
 __all__ = ["encode_array", "decode_array", "WdsWriter", "iter_wds_shard", "decode_wds_sample", "sample_key"]
 
 
-
 def sample_key(index: int) -> str:
     return f"{index:010d}"
-
-
-def _meta_bytes(meta: dict[str, Any]) -> bytes:
-    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
 
 
 class WdsWriter:
@@ -64,7 +62,7 @@ class WdsWriter:
         key = sample_key(int(sample["index"]))
         for name in arrays:
             self._add(f"{key}.{name}.npy.zst", encode_array(sample[name], name))
-        self._add(f"{key}.meta.json", _meta_bytes(sample["meta"]))
+        self._add(f"{key}.meta.json", meta_bytes(sample["meta"]))
 
     def close(self) -> None:
         self._tar.close()
@@ -74,6 +72,7 @@ def decode_wds_sample(raw: dict[str, Any]) -> dict[str, Any]:
     """A WebDataset dict (`__key__` plus raw member bytes by extension) -> the sample dict.
 
     A labels store's samples come without views: add `.map(views_from_meta)` to paint them.
+    A meta that does not match its checksum raises MetaChecksumError (a ValueError).
     """
     key = raw["__key__"]
     key = key.rsplit("/", 1)[-1]
@@ -84,6 +83,8 @@ def decode_wds_sample(raw: dict[str, Any]) -> dict[str, Any]:
         if ext.endswith(".npy.zst"):
             name = ext[: -len(".npy.zst")]
             out[name] = decode_array(value, name)
+        elif ext == "meta.json":
+            out["meta"] = open_meta(json.loads(value))
         elif ext.endswith(".json"):
             out[ext[: -len(".json")]] = json.loads(value)
     return out
@@ -92,15 +93,16 @@ def decode_wds_sample(raw: dict[str, Any]) -> dict[str, Any]:
 def iter_wds_shard(path: str | Path, render_views: bool = True) -> Iterator[dict[str, Any]]:
     """Yield the samples of one tar shard in index order (streaming, one sample in memory).
 
-    Samples of a labels store get their views re-rendered on CPU from labels and meta
-    (`labels.views_from_meta`) unless render_views=False (then: labels, index, meta).
-    A truncated or damaged tar raises `tarfile.ReadError` / `ValueError` naming the file.
+    Samples of a labels store get their views painted on CPU from labels and meta (the
+    `labels.painted` stage) unless render_views=False (then: labels, index, meta).
+    A missing, truncated or damaged tar, or a meta that fails its checksum, raises
+    DamagedShard naming the file and the fix.
     """
-    if render_views:
-        for s in iter_wds_shard(path, render_views=False):  # rendering errors are not tar errors
-            yield views_from_meta(s)
-        return
-    path = Path(path)
+    raw = _iter_tar(Path(path))
+    return painted(raw) if render_views else raw
+
+
+def _iter_tar(path: Path) -> Iterator[dict[str, Any]]:
     try:
         with tarfile.open(path, mode="r|") as tar:
             current: dict[str, Any] = {}
@@ -117,5 +119,6 @@ def iter_wds_shard(path: str | Path, render_views: bool = True) -> Iterator[dict
                 current[ext] = f.read()
             if current:
                 yield decode_wds_sample(current)
-    except (tarfile.TarError, EOFError, RuntimeError, ValueError) as e:
-        raise tarfile.ReadError(f"{path}: damaged or truncated tar shard ({e}); `synthvox verify` names bad shards, rerun synth-shards to re-render") from e
+    except (tarfile.TarError, EOFError, RuntimeError, ValueError, OSError, KeyError) as e:
+        problem = f"damaged, truncated or missing tar shard ({type(e).__name__}: {e})"
+        raise DamagedShard(f"{path}: {problem}; {repair_hint(path.parent.parent)}", path, problem=problem) from e

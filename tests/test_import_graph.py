@@ -18,9 +18,8 @@ PARTS = ("core", "engine", "pipelines", "train", "downstream", "api", "cli")   #
 MAX_LINES = 400
 #: known exceptions: modules over MAX_LINES that the second part of issue 16 (typed Manifest /
 #: TaskSpec / Checkpoint contracts) splits: the trainer as a loop over one `batches` interface
-#: with its distributed helpers and run logs apart, the runner's cluster, worker checks and run
-#: apart. Remove an entry when its module is split.
-KNOWN_LONG = {"synthvox.train.pretrain", "synthvox.pipelines.runner"}
+#: with its distributed helpers and run logs apart. Remove an entry when its module is split.
+KNOWN_LONG = {"synthvox.train.pretrain"}
 
 
 def _modules() -> dict[str, Path]:

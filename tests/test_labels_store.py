@@ -15,6 +15,7 @@ from synthvox.cli.main import main
 from synthvox.engine.config import EngineConfig
 from synthvox.pipelines import (ZarrReader, convert, info, iter_wds_shard, open_store, plan, synth_shards, verify,
                                 views_from_meta)
+from synthvox.pipelines.codecs import seal_meta
 from synthvox.pipelines.manifest import StoreMismatch
 
 from helpers.stores import tree_digest
@@ -75,7 +76,7 @@ def test_labels_store_is_the_full_store_without_its_views(stores):
     assert all(ml[k] == mf[k] for k in ml)  # labels and meta members: the same bytes
     assert not (lab / "zarr" / "views").exists() and (lab / "zarr" / "labels").is_dir()
     m = open_store(lab).manifest
-    assert m["content"] == "labels" and set(m["codecs"]["wds"]) == {"labels"}
+    assert m.content == "labels" and set(m.codecs["wds"]) == {"labels"}
     dl, df = info(lab), info(full)
     assert dl["content"] == "labels"
     for f in ("wds", "zarr"):
@@ -111,10 +112,18 @@ def test_verify_a_labels_store_and_catch_a_changed_seed(stores, tmp_path):
     d["meta"]["appearance_noise_seeds"][0] = seed + 1 if str(seed + 1)[-1] != "0" else seed - 1  # same length
     lines[0] = json.dumps(d, sort_keys=True, separators=(",", ":"))
     meta_file.write_text("\n".join(lines) + "\n")
-    r = verify(bad, quick=True, rerender=N)
-    assert not r["ok"] and any("views differ" in p["problem"] and p["task"] == 1 for p in r["problems"]), r["problems"]
+    # the meta's own checksum sees the changed seed, even in a quick check (issue 14, item 6)
+    r = verify(bad, quick=True)
+    assert not r["ok"] and any("checksum" in p["problem"] and p["file"] == "zarr-meta/task-000001.jsonl"
+                               for p in r["problems"]), r["problems"]
     r = verify(bad)
     assert "zarr-meta/task-000001.jsonl" in r["bad_files"]
+    # a meta whose checksum was recomputed (written so, not damaged): the re-render still sees other views
+    d["meta"] = seal_meta({k: v for k, v in d["meta"].items() if k != "meta_sha256"})
+    lines[0] = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    meta_file.write_text("\n".join(lines) + "\n")
+    r = verify(bad, quick=True, rerender=N)
+    assert not r["ok"] and any("views differ" in p["problem"] and p["task"] == 1 for p in r["problems"]), r["problems"]
 
 
 def test_convert_both_ways_equals_a_direct_render(stores, tmp_path):

@@ -74,8 +74,8 @@ def test_store_members_and_plain_zarr_read_the_views(tmp_path: Path):
     p = run_synth(store, 4, 2, formats="wds,zarr")
     assert p.returncode == 0, p.stderr[-2000:]
     man = read_manifest(store)
-    assert "plane-delta" in man["codecs"]["wds"]["views"] and "plane-delta" in man["codecs"]["zarr"]["views"]
-    assert "plane-delta" not in man["codecs"]["wds"]["labels"]
+    assert "plane-delta" in man.codecs["wds"]["views"] and "plane-delta" in man.codecs["zarr"]["views"]
+    assert "plane-delta" not in man.codecs["wds"]["labels"]
     from synthvox.pipelines import iter_wds_shard
 
     shard = sorted((store / "wds").glob("*.tar"))[0]

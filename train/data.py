@@ -11,10 +11,18 @@ process keeps the last one seen per worker (the DataLoader serves workers round-
 would have. Samples stay uint8 numpy across worker processes; they are cast on the device.
 
 Labels stores (content `labels`) hold label maps and meta, no views. Their views are painted
-with the engine's own code (render_views_from_meta, the painter render_sample uses too): in
-the DataLoader workers on CPU (`render_views="loader"`, the default; time per batch in
-`render_s`), or on the training device in the main process (`render_views="device"`: the
-batch carries `meta` instead of `views` and `views_on_device` paints them there).
+by the pipelines' one painting stage (`synthvox.pipelines.labels`): in the DataLoader workers
+on CPU (`render_views="loader"`, the default; time per batch in `render_s`), or on the
+training device in the main process (`render_views="device"`: the batch carries `meta`
+instead of `views` and `views_on_device` paints them there).
+
+Integrity. Only what the store's records vouch for is read (`Store.usable_tasks`): an
+incomplete store is refused unless `allow_incomplete` (unfinished tasks' units are skipped;
+the unit list stays the whole store's, so positions stay valid once it is finished; pass the
+first run's `source.tasks` back as `tasks=` to read exactly the same ones). A damaged shard
+stops the run naming the file and the fix, or with `skip_bad_shards` is skipped, warned and
+listed in the batch's `bad_shards`. A loader worker's error reaches the main process as the
+same error with its message (no worker traceback).
 
 Engine source. Sample indices are a counter per rank (step, rank, slot) rendered on the
 training device with synthvox.engine.render.render_sample.
@@ -23,6 +31,7 @@ Validation: the last `val_samples` indices of the store are held out from traini
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import signal
 import time
@@ -37,12 +46,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from synthvox.core.configbase import stable_hash
 from synthvox.core.errors import SynthvoxError
 from synthvox.engine.config import EngineConfig, engine_config_hash
-from synthvox.engine.render import render_sample, render_views_from_meta
+from synthvox.engine.render import render_sample
 from synthvox.engine.seeds import numpy_rng
 from synthvox.engine.templates import resolve_bank
-from synthvox.pipelines.labels import views_from_meta
+from synthvox.pipelines.errors import DamagedShard, IncompleteStore, StoreError
+from synthvox.pipelines.labels import paint_batch, painted
+from synthvox.pipelines.layout import wds_path
+from synthvox.pipelines.manifest import Manifest
 from synthvox.pipelines.store import open_store
-from synthvox.pipelines.wds_io import iter_wds_shard
 from synthvox.pipelines.zarr_io import ZarrReader
 
 __all__ = ["StoreSource", "UnitStream", "make_loader", "collate", "positions_from_state", "manifest_hash", "DataError",
@@ -56,9 +67,10 @@ class DataError(SynthvoxError, ValueError):
     """The data source cannot serve this run; the message says what to do."""
 
 
-def manifest_hash(manifest: dict[str, Any]) -> str:
+def manifest_hash(manifest: Manifest | dict[str, Any]) -> str:
     """A hash of a store manifest's content, without its progress fields and software versions."""
-    stable = {k: v for k, v in manifest.items() if k not in ("complete", "tasks_done", "bytes", "versions")}
+    d = manifest.to_dict() if isinstance(manifest, Manifest) else manifest
+    stable = {k: v for k, v in d.items() if k not in ("complete", "tasks_done", "bytes", "versions")}
     return stable_hash(stable)
 
 
@@ -72,9 +84,15 @@ class Unit:
 
 
 class StoreSource:
-    """A store opened for training: its units, held-out validation range and readers."""
+    """A store opened for training: its units, held-out validation range and readers.
 
-    def __init__(self, path: str | Path, fmt: str = "auto", val_samples: int = 0, render_views: str = "loader") -> None:
+    allow_incomplete: read a store whose synth-shards has not finished (its finished tasks
+    only; logged). skip_bad_shards: skip a damaged shard with a warning instead of stopping.
+    tasks: read only these tasks (a resumed run passes its first run's `source.tasks`).
+    """
+
+    def __init__(self, path: str | Path, fmt: str = "auto", val_samples: int = 0, render_views: str = "loader", *,
+                 allow_incomplete: bool = False, skip_bad_shards: bool = False, tasks: list[int] | None = None) -> None:
         if render_views not in ("loader", "device"):
             raise DataError(f"render_views = {render_views!r}: choose 'loader' (CPU, DataLoader workers) or 'device'")
 
@@ -89,25 +107,35 @@ class StoreSource:
         self.num_samples = self.store.num_samples
         if not 0 <= val_samples < self.num_samples:
             raise DataError(f"val_samples = {val_samples} must leave training samples in {self.path} ({self.num_samples} samples)")
+        self.skip_bad_shards = skip_bad_shards
+        usable, bad = self.store.usable_tasks(fmt, allow_incomplete=allow_incomplete, skip_bad_shards=skip_bad_shards,
+                                              tasks=tasks)
+        self.tasks: list[int] = usable          # what this source reads; a resume passes it back as `tasks=`
+        self._usable = frozenset(usable)
+        self.bad_shards: list[str] = [str(e.file) for e in bad]   # skipped at open (skip_bad_shards)
+        self._new_bad: list[str] = list(self.bad_shards)           # not yet reported in a batch
+        self._warned: set[str] = set(self.bad_shards)
         self.val_range = (self.num_samples - val_samples, self.num_samples)
         lo = self.val_range[0]
+        # the unit list is the whole store's, whatever is finished: stream positions stay valid
         if fmt == "wds":
-            shards = self.store.wds_shards()
-            ranges = self.store.task_ranges()
-            if not shards:
-                raise DataError(f"store {self.path} has no complete tar shards yet; run synth-shards to finish it")
-            self.all_units = [Unit(a, b, str(p)) for p, (a, b) in zip(shards, ranges)]
+            self.all_units = [Unit(*self.store.task_range(t), str(wds_path(self.path, t))) for t in range(self.store.num_tasks)]
             self.units = [u for u in self.all_units if u.start < lo]
         else:
-            self.reader = ZarrReader(self.path, render_views=False)  # _complete paints labels-store views
+            self.reader = ZarrReader(self.path, allow_partial=True, render_views=False)  # _complete paints labels-store views
             self.all_units = [Unit(i, i + 1) for i in range(self.num_samples)]
             self.units = self.all_units[:lo]
-        if not self.units:
-            raise DataError(f"store {self.path}: no training samples left after holding out {val_samples} for validation")
+        if not any(self._readable(u) for u in self.units):
+            raise DataError(f"store {self.path}: no readable training samples (finished tasks {len(usable)} of "
+                            f"{self.store.num_tasks}, {val_samples} held out for validation)")
+        gone = sorted({u.start // self.store.task_size for u in self.all_units if u.stop > lo and not self._readable(u)})
+        if val_samples and gone:
+            raise IncompleteStore(f"{self.path}: the validation samples [{lo}, {self.num_samples}) lie in unfinished or "
+                                  f"damaged task(s) {gone[:8]}; pass --val-samples 0, or finish the store")
         self.content = self.store.content
         self.render_views = render_views if self.content == "labels" else "loader"
         self.engine_config = self.store.engine_config
-        self.volume_shape = tuple(self.store.manifest.get("shapes", {}).get("labels") or [self.engine_config.size] * 3)
+        self.volume_shape = tuple(self.store.manifest.label_shape)
 
     @property
     def manifest_hash(self) -> str:
@@ -115,33 +143,48 @@ class StoreSource:
 
     @property
     def engine_config_hash(self) -> str | None:
-        return self.store.manifest.get("engine_config_hash")
+        return self.store.manifest.engine_config_hash
+
+    def _readable(self, unit: Unit) -> bool:
+        return unit.start // self.store.task_size in self._usable
+
+    def take_bad_shards(self) -> list[str]:
+        """The damaged shards skipped since the last call (each skip counted once)."""
+        out, self._new_bad = self._new_bad, []
+        return out
 
     def read_unit(self, unit: Unit, views: bool | None = None) -> Iterator[dict[str, Any]]:
-        """Samples of a unit in index order (uint8 numpy labels/views, int index).
+        """Samples of a unit in index order (uint8 numpy labels/views, int index); nothing for a
+        unit of a task the records do not vouch for.
 
         A labels store's views are painted here on CPU unless `views` is False (default: unless
-        render_views == "device"); such samples carry `meta` instead of `views`.
+        render_views == "device"); such samples carry `meta` instead of `views`. A damaged
+        shard raises DamagedShard naming it, or with skip_bad_shards ends the unit early
+        (logged, and listed by take_bad_shards).
         """
+        if not self._readable(unit):
+            return
         paint = (self.render_views == "loader") if views is None else views
-        if unit.path is not None:
-            for s in iter_wds_shard(unit.path, render_views=False):
-                yield self._complete(s, unit.path, paint)
-        else:
-            yield self._complete(self.reader[unit.start], str(self.path / "zarr"), paint)
+        try:
+            if unit.path is not None:
+                for s in self.store.iter_wds_task(unit.start // self.store.task_size):
+                    yield self._complete(s, str(unit.path), paint)
+            else:
+                yield self._complete(self.reader[unit.start], str(self.path / "zarr"), paint)
+        except DamagedShard as e:
+            if not self.skip_bad_shards:
+                raise
+            self._new_bad.append(str(e.file))
+            if str(e.file) not in self._warned:
+                self._warned.add(str(e.file))
+                logging.getLogger("synthvox.train").warning("skipping a damaged shard (--skip-bad-shards): %s", e)
 
     def _complete(self, s: dict[str, Any], where: str, paint: bool = True) -> dict[str, Any]:
         missing = [k for k in (("labels", "meta") if self.content == "labels" else ("labels", "views")) if k not in s]
         if missing:
-            raise DataError(f"{where}: sample {s.get('index')} lacks {missing}: the shard is damaged; "
-                            "`synthvox verify` names bad shards, rerun synth-shards to re-render them")
-        if self.content == "labels" and paint:
-            # a labels store: paint the views on load with the engine's own code, from the stored meta
-
-            t0 = time.perf_counter()
-            s = views_from_meta(s)
-            s["render_s"] = time.perf_counter() - t0
-        return s
+            raise DamagedShard(f"{where}: sample {s.get('index')} lacks {missing}: the shard is damaged; "
+                               f"run `synthvox verify {self.path}`, then rerun synth-shards with --reverify", where)
+        return next(painted([s], timed=True)) if paint else s
 
     def val_samples(self) -> list[dict[str, Any]]:
         """The held-out samples (read once, in index order)."""
@@ -190,22 +233,39 @@ class UnitStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
+        try:
+            yield from self._items(info)
+        except SynthvoxError as e:
+            if info is None:
+                raise
+            # in a loader worker: hand the error to the main process as an item (make_loader raises
+            # it there with its message; a raised one would arrive wrapped in the worker's traceback)
+            yield {"error": str(e), "error_type": type(e).__name__}
+
+    def _items(self, info: Any) -> Iterator[dict[str, Any]]:
         worker = ((info.id if info is not None else 0) + self.first_worker) % self.workers
         epoch, ucur, scur = self.positions[worker]
         lo, hi = self.source.val_range
         units = self.source.units
         while True:
             order = unit_order(len(units), self.seed, epoch, self.rank, self.world, worker, self.workers)
+            yielded = False
             for ui in range(ucur, len(order)):
                 for si, s in enumerate(self.source.read_unit(units[order[ui]])):
                     if si < scur or lo <= int(s["index"]) < hi:
                         continue
-                    item = {"labels": s["labels"], "index": int(s["index"]), "pos": [worker, epoch, ui, si + 1]}
+                    item = {"labels": s["labels"], "index": int(s["index"]), "pos": [worker, epoch, ui, si + 1],
+                            "bad_shards": self.source.take_bad_shards()}
                     for k in ("views", "render_s") if "views" in s else ("meta",):
                         if k in s:
                             item[k] = s[k]
+                    yielded = True
                     yield item
                 scur = 0
+            if not yielded and ucur == 0:
+                raise DataError(f"store {self.source.path}: none of the {len(order)} units of loader worker {worker} "
+                                f"(rank {self.rank}) could be read in epoch {epoch}: they are all unfinished or damaged "
+                                f"(skipped: {self.source.take_bad_shards()[:4]}); run `synthvox verify {self.source.path}`")
             epoch, ucur = epoch + 1, 0
 
 
@@ -213,8 +273,13 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack uint8 samples into a batch (torch uint8 / int labels, CPU), keep indices and last position.
 
     Items without views (a labels store painted on the device) give `meta` (a list) instead of
-    `views`; `render_s` sums the seconds the loader spent painting views.
+    `views`; `render_s` sums the seconds the loader spent painting views; `bad_shards` lists the
+    damaged shards skipped since the previous batch (skip_bad_shards). An error item (a loader
+    worker's error) gives {"error", "error_type"}, which make_loader's batches raise.
     """
+    errors = [it for it in items if "error" in it]
+    if errors:
+        return {"error": errors[0]["error"], "error_type": errors[0]["error_type"]}
     labels = np.stack([np.asarray(it["labels"]) for it in items])
     if labels.dtype == np.uint16:  # torch has limited uint16 support: widen before crossing
         labels = labels.astype(np.int32)
@@ -223,6 +288,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "index": [int(it["index"]) for it in items],
         "pos": items[-1]["pos"],
         "render_s": float(sum(it.get("render_s", 0.0) for it in items)),
+        "bad_shards": [f for it in items for f in it.get("bad_shards", [])],
     }
     if all("views" in it for it in items):
         out["views"] = torch.from_numpy(np.stack([np.asarray(it["views"]) for it in items]))
@@ -232,28 +298,36 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def views_on_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Paint a labels-store batch's views on `device` from its labels and meta (the engine's
-    render_views_from_meta); adds the seconds spent to batch["render_s"]. A batch with views
-    is returned as it is."""
-    if "views" in batch:
-        return batch
-
-    t0 = time.perf_counter()
-    labels = batch["labels"].to(device, non_blocking=True)
-    batch["views"] = torch.stack([render_views_from_meta(lab, m, device) for lab, m in zip(labels, batch["meta"])])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # the kernels ran asynchronously: time them, not their launch
-    batch["render_s"] = batch.get("render_s", 0.0) + time.perf_counter() - t0
-    return batch
+    """Paint a labels-store batch's views on `device` (the pipelines' painting stage,
+    `paint_batch`); a batch with views is returned as it is."""
+    return paint_batch(batch, device)
 
 
-def make_loader(stream: UnitStream, batch_size: int, workers: int, prefetch: int = 2, timeout_s: float = 0) -> DataLoader:
-    """A DataLoader over the stream; workers are served round-robin, so positions are exact."""
+#: errors a loader worker hands over, raised again in the main process by their name
+_ERRORS: dict[str, type[SynthvoxError]] = {c.__name__: c for c in (DamagedShard, IncompleteStore, StoreError)}
+
+
+class _Batches:
+    """A DataLoader's batches; a batch carrying a loader worker's error raises it here, in the
+    main process, with the worker's message (DataError when its class is not a store error)."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.loader:
+            if "error" in batch:
+                raise _ERRORS.get(batch["error_type"], DataError)(batch["error"])
+            yield batch
+
+
+def make_loader(stream: UnitStream, batch_size: int, workers: int, prefetch: int = 2, timeout_s: float = 0) -> _Batches:
+    """The batches of a DataLoader over the stream; workers are served round-robin, so positions are exact."""
     kw: dict[str, Any] = {}
     if workers > 0:
         kw = {"prefetch_factor": prefetch, "persistent_workers": False, "timeout": timeout_s,
               "multiprocessing_context": "fork" if _fork_ok() else "spawn", "worker_init_fn": _ignore_stop_signals}
-    return DataLoader(stream, batch_size=batch_size, num_workers=workers, collate_fn=collate, **kw)
+    return _Batches(DataLoader(stream, batch_size=batch_size, num_workers=workers, collate_fn=collate, **kw))
 
 
 def _ignore_stop_signals(worker_id: int) -> None:

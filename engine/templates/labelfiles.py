@@ -1,6 +1,7 @@
 """NIfTI label files for ingestion: integer 3D volumes and the label names of their sidecars."""
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -66,7 +67,11 @@ def load_label_volume(path: str | Path) -> tuple[np.ndarray, tuple[float, float,
         what = "4D" if len(shape) >= 4 else f"{len(shape)}D"
         raise IngestError(f"{path}: {what} image of shape {tuple(shape)}; a label file must be one 3D volume "
                           f"(X, Y, Z) (a trailing singleton axis is accepted): split it into 3D files first")
-    data = np.asarray(img.dataobj)
+    try:
+        data = np.asarray(img.dataobj)
+    except (EOFError, OSError, ValueError, zlib.error) as e:  # nibabel reads lazily: a truncated file fails here
+        raise IngestError(f"{path}: the image data cannot be read ({type(e).__name__}: {e}); the file is truncated "
+                          "or corrupt: copy or export it again") from None
     data = data.reshape(shape[:3])
     if not np.issubdtype(data.dtype, np.integer):
         if data.dtype == bool:
