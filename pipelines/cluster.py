@@ -18,10 +18,12 @@ import torch
 from .errors import PipelineError
 
 __all__ = ["local_cluster", "cluster_client", "worker_threads", "worker_addresses", "dashboard_url",
-           "DEFAULT_DASHBOARD"]
+           "DEFAULT_DASHBOARD", "CONNECT_TIMEOUT"]
 
 #: the LocalCluster's dashboard address when none is given (a random port if it is taken)
 DEFAULT_DASHBOARD = ":8787"
+#: how long the client tries to reach a --scheduler before it gives up
+CONNECT_TIMEOUT = "30s"
 
 
 def local_cluster(workers: int | None, dashboard_address: str | None = DEFAULT_DASHBOARD) -> Any:
@@ -70,8 +72,8 @@ def cluster_client(workers: int | None, scheduler: str | None,
 
     if scheduler:
         try:
-            client = Client(scheduler, timeout="30s")
-        except (OSError, TimeoutError) as e:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError, ValueError) as e:
             raise PipelineError(f"cannot reach the Dask scheduler at {scheduler} ({type(e).__name__}: {e}); start it "
                                 "(see `synthvox.pipelines`' SLURM recipe), check the address, or leave out --scheduler "
                                 "to run on this machine") from None
@@ -92,10 +94,8 @@ def worker_addresses(client: Any) -> list[str]:
 
 
 def dashboard_url(client: Any) -> str | None:
-    """The dashboard's address, or None when the scheduler serves none."""
+    """The address of the cluster's dashboard, as distributed reports it (None when unknown)."""
     try:
-        link = client.dashboard_link
+        return str(client.dashboard_link)
     except (KeyError, AttributeError):
         return None
-    info = client.scheduler_info().get("services", {})
-    return link if "dashboard" in info else None

@@ -71,12 +71,14 @@ def synth_shards(out: str | Path, samples: int, *, task_size: int | None = None,
         manifest = plan_manifest(samples, task_size, cfg, seed, formats, content)
         check_against(root, manifest)  # refuse a mismatch before any cluster starts or anything is written
     in_process = client is None and scheduler is None and workers == 0
+    held_client = client is not None  # the caller's own client: its dashboard is its cluster's
     with ExitStack() as held:
         if not in_process and client is None:
             client = held.enter_context(cluster_client(workers, scheduler, dashboard_address))
         if client is not None and progress:
-            url = dashboard_url(client)
-            _say(stream, f"Dask dashboard: {url}" if url else "Dask dashboard: none (the scheduler serves none)")
+            owned_without = scheduler is None and dashboard_address is None and not held_client
+            url = None if owned_without else dashboard_url(client)
+            _say(stream, f"Dask dashboard: {url}" if url else "Dask dashboard: off")
         if manifest is None:
             task_size = choose_task_size(samples, 1 if in_process else worker_threads(client))
             if progress:

@@ -86,3 +86,35 @@ def test_cli_with_its_own_cluster_killed_client_resumes(tmp_path):
     assert tree_digest(out) == tree_digest(ref)
     p = run_cli(["verify", str(out), "--rerender", "2"])
     assert p.returncode == 0 and "OK" in p.stdout, p.stdout + p.stderr
+
+
+def test_a_stopped_worker_is_overtaken_by_the_task_timeout_same_bytes(tmp_path, local_render, monkeypatch):
+    """Issue 14, item 7: a worker SIGSTOPped mid-task (fault `stop`) does not hang the run: past
+    --task-timeout its tasks go to the other worker, the progress line shows the stall, and the
+    store equals an undisturbed one."""
+    import io
+    import os
+    import signal
+
+    from distributed import Client
+
+    ref, out = tmp_path / "ref", tmp_path / "s"
+    synth_shards(ref, 12, task_size=3, cfg=CFG, formats="wds,zarr", workers=0, progress=False)
+    cluster = local_cluster(2, dashboard_address="127.0.0.1:0")
+    c = Client(cluster)
+    pids = c.run(os.getpid)
+    monkeypatch.setenv("SYNTHVOX_FAULTS", "stop:task=1:attempt=0")
+    stream = io.StringIO()
+    try:
+        s = synth_shards(out, 12, task_size=3, cfg=CFG, formats="wds,zarr", client=c, task_timeout=3, stream=stream)
+    finally:
+        for pid in pids.values():
+            os.kill(pid, signal.SIGCONT)  # the stopped worker may go on (it writes the same bytes)
+        c.close()
+        cluster.close()
+    text = stream.getvalue()
+    assert s["complete"] and 1 in s["stalled_tasks"], text
+    assert "task 1: no result after" in text and "resubmitted to another worker" in text
+    assert "stalled (resubmitted)" in text  # the progress line shows it
+    assert tree_digest(out) == tree_digest(ref)
+    assert verify(out)["ok"]

@@ -5,6 +5,7 @@ import errno
 import io
 import json
 import os
+import re
 import tarfile
 import time
 from pathlib import Path
@@ -333,3 +334,22 @@ def test_second_client_on_a_store_is_refused_naming_the_first(tmp_path: Path, re
         assert not (store / "records").exists() or not any((store / "records").iterdir())
     s = synth_shards(store, 2, task_size=1, cfg=CFG, workers=0, progress=False)
     assert s["complete"] and s["tasks_rendered"] == 2
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def slow_render(cfg, seed, index, bank):
+    """The stand-in renderer, a little slower (so a task spans several progress updates)."""
+    time.sleep(0.25)
+    return fake_render(cfg, seed, index, bank)
+
+
+def test_progress_moves_within_a_task(tmp_path):
+    """Issue 15, item 6: a one-task run shows samples done before the task ends."""
+    stream = _Tty()
+    synth_shards(tmp_path / "s", 6, task_size=6, cfg=CFG, workers=0, stream=stream, renderer=slow_render)
+    seen = {int(m) for m in re.findall(r"\] (\d+)/6 samples", stream.getvalue())}
+    assert {2, 3, 4} & seen and 6 in seen, stream.getvalue()
