@@ -26,8 +26,8 @@ __all__ = ["synth_shards", "verify", "info", "convert"]
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786).")
 @click.option("--max-failures", type=click.IntRange(min=0), default=0, show_default=True, help="Failed tasks tolerated before the run stops.")
 @click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Seconds a task may run before it is resubmitted to another worker (a hung or stopped worker); "
-                   "default: 10x the median task time of the run, at least 60 s.")
+              help="Seconds a task may run on a Dask worker before it is resubmitted to another one (a hung or "
+                   "stopped worker); default: 10x the median task time of the run, at least 60 s.")
 @click.option("--dashboard-address", default=":8787", show_default=True,
               help="Where the embedded LocalCluster's Dask dashboard listens (host:port; a free port if taken; "
                    "'none' for no dashboard). With --scheduler, the cluster's own dashboard is printed.")

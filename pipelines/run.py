@@ -235,21 +235,20 @@ class Run:
         """Handle a finished attempt; returns the next attempt number to submit, or None."""
         fut = att.future
         siblings = [k for k, a in inflight.items() if a.task == att.task]
-        if fut.status == "finished":
+        ok = fut.status == "finished"
+        ended = [att] + ([inflight[k] for k in siblings] if ok else [])
+        self.stalls -= sum(1 for a in ended if a.stalled)
+        self.progress.stalled = self.stalls
+        if ok:
             self.on_result(fut.result())
             fut.release()
-            if att.stalled or siblings:
-                self.stalls -= sum(1 for a in [att] + [inflight[k] for k in siblings] if a.stalled)
-                self.progress.stalled = self.stalls
-                client.cancel([inflight.pop(k).future for k in siblings])  # the other attempt's bytes are the same
+            if siblings:
+                client.cancel([inflight.pop(k).future for k in siblings])  # the other attempts' bytes are the same
             return None
         exc = fut.exception()
         fut.release()
         if siblings and not isinstance(exc, (FatalTaskError, WriteError)):
             return None  # another attempt of this task is still running: let it finish
-        if att.stalled:
-            self.stalls -= 1
-            self.progress.stalled = self.stalls
         return self.on_error(att.task, att.attempt, exc, lost=isinstance(exc, killed))
 
     def _check_deadlines(self, client: Any, inflight: dict[str, _Attempt], submit: Any) -> None:
