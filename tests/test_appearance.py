@@ -1,6 +1,7 @@
 """Appearance steps on hand-made label volumes: neutral parameters, determinism, ranges, labels untouched."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -17,6 +18,8 @@ from synthvox.engine.appearance.gmm import apply_gmm, sample_gmm
 from synthvox.engine.appearance.kspace import apply_kspace
 from synthvox.engine.appearance.lowres import apply_lowres
 from synthvox.engine.appearance.noise import apply_noise
+from synthvox.engine.appearance.params import (BiasParams, BlurParams, GammaParams, GibbsParams, GMMParams,
+                                               LowresParams, NoiseParams, SharpenParams, SpikesParams, TextureParams)
 from synthvox.engine.appearance.spikes import sample_spikes
 from synthvox.engine.appearance.texture import texture_field
 from synthvox.engine.config import EngineConfig
@@ -42,28 +45,33 @@ def smooth_volume(side: int = 16) -> torch.Tensor:
 
 # one step alone: the k-space members through the one FFT of the pipeline, the multiplicative
 # fields applied as the pipeline applies them (their product with the volume)
+def _typed(cls, p):
+    """Test parameters written as the JSON form, read into the step's typed record."""
+    return None if p is None or not isinstance(p, dict) else cls.from_json(p)
+
+
 def apply_blur(x: torch.Tensor, p: dict | None) -> torch.Tensor:
-    return apply_kspace(x, {"blur": p})
+    return apply_kspace(x, blur=_typed(BlurParams, p))
 
 
 def apply_gibbs(x: torch.Tensor, p: dict | None) -> torch.Tensor:
-    return apply_kspace(x, {"gibbs": p})
+    return apply_kspace(x, gibbs=_typed(GibbsParams, p))
 
 
 def apply_sharpen(x: torch.Tensor, p: dict | None) -> torch.Tensor:
-    return apply_kspace(x, {"sharpen": p})
+    return apply_kspace(x, sharpen=_typed(SharpenParams, p))
 
 
 def apply_spikes(x: torch.Tensor, p: dict | None) -> torch.Tensor:
-    return apply_kspace(x, {"spikes": p})
+    return apply_kspace(x, spikes=p if isinstance(p, SpikesParams) else _typed(SpikesParams, p))
 
 
-def apply_texture(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
-    return x * texture_field(tuple(x.shape), p, g, x.device)
+def apply_texture(x: torch.Tensor, p: dict | TextureParams, g: torch.Generator) -> torch.Tensor:
+    return x * texture_field(tuple(x.shape), _typed(TextureParams, p) or p, g, x.device)
 
 
-def apply_bias_field(x: torch.Tensor, p: dict) -> torch.Tensor:
-    return x * bias_field(tuple(x.shape), p, x.device)
+def apply_bias_field(x: torch.Tensor, p: dict | BiasParams) -> torch.Tensor:
+    return x * bias_field(tuple(x.shape), _typed(BiasParams, p) or p, x.device)
 
 
 # -- neutral parameters are the identity ---------------------------------------------------------
@@ -72,14 +80,14 @@ NEUTRAL = [
     ("texture", lambda x: apply_texture(x, {"scales": [4, 8], "stds": [0.0, 0.0], "amplitude": 0.0}, gen())),
     ("texture_zero_std", lambda x: apply_texture(x, {"scales": [4, 8], "stds": [0.0, 0.0], "amplitude": 0.02}, gen())),
     ("bias", lambda x: apply_bias_field(x, {"coeffs": [0.0] * 20})),
-    ("gamma", lambda x: apply_gamma(x, {"gamma": 1.0})),
+    ("gamma", lambda x: apply_gamma(x, GammaParams(gamma=1.0))),
     ("blur", lambda x: apply_blur(x, {"sigma": [0.0, 0.0, 0.0]})),
     ("gibbs", lambda x: apply_gibbs(x, {"alpha": 0.0})),
     ("sharpen", lambda x: apply_sharpen(x, {"sigma1": 0.0, "sigma2": 0.0, "alpha": 0.0})),
     ("spikes", lambda x: apply_spikes(x, {"shape": [16, 16, 16], "locations": [[1, 2, 3]], "amplitudes": [0.0], "phases": [0.0]})),
-    ("lowres", lambda x: apply_lowres(x, {"factor": 1.0})),
-    ("noise", lambda x: apply_noise(x, {"std": 0.0}, gen())),
-    ("skipped", lambda x: apply_kspace(x, {"spikes": None, "blur": None, "gibbs": None, "sharpen": None})),
+    ("lowres", lambda x: apply_lowres(x, LowresParams(factor=1.0))),
+    ("noise", lambda x: apply_noise(x, NoiseParams(std=0.0), gen())),
+    ("skipped", lambda x: apply_kspace(x, spikes=None, blur=None, gibbs=None, sharpen=None)),
 ]
 
 
@@ -95,7 +103,7 @@ def test_neutral_parameters_are_identity(name, fn):
 def test_gibbs_alpha_zero_keeps_every_frequency_and_fft_path_is_near_identity():
     # a filter that keeps everything must round-trip through the FFT within float error
     x = smooth_volume()
-    y = apply_kspace(x, {"blur": {"sigma": [1e-9, 0, 0]}})
+    y = apply_kspace(x, blur=BlurParams(sigma=(1e-9, 0.0, 0.0)))
     assert torch.allclose(x, y, atol=1e-5)
 
 
@@ -147,7 +155,7 @@ def test_spike_shape_mismatch_is_an_error():
 
 def test_gamma_keeps_range_and_order():
     x = smooth_volume()
-    y = apply_gamma(x, {"gamma": 2.0})
+    y = apply_gamma(x, GammaParams(gamma=2.0))
     assert torch.isclose(y.min(), x.min()) and torch.isclose(y.max(), x.max())
     order = torch.argsort(x.flatten())
     assert bool((y.flatten()[order].diff() >= -1e-6).all())
@@ -156,7 +164,7 @@ def test_gamma_keeps_range_and_order():
 
 def test_lowres_uses_nearest_exact_and_restores_shape():
     x = smooth_volume()
-    y = apply_lowres(x, {"factor": 4.0})
+    y = apply_lowres(x, LowresParams(factor=4.0))
     assert y.shape == x.shape
     assert float((y - x).abs().mean()) > 0.01
     # a volume constant on 4-voxel blocks aligned with the grid survives down-sampling exactly
@@ -183,11 +191,11 @@ def test_texture_is_multiplicative_around_one():
 
 def test_gmm_lookup_and_background():
     labels = blocks(16, n=5)
-    p = {"means": [0.0, 50, 100, 150, 200, 250], "stds": [0.0] * 6, "background_zero": True}
+    p = GMMParams(means=(0.0, 50.0, 100.0, 150.0, 200.0, 250.0), stds=(0.0,) * 6, background_zero=True)
     img = apply_gmm(labels, p, gen())
-    expected = torch.tensor(p["means"])[labels] / 250.0
+    expected = torch.tensor(p.means)[labels] / 250.0
     assert torch.allclose(img, expected)
-    bad = dict(p, means=p["means"][:3], stds=p["stds"][:3])
+    bad = dataclasses.replace(p, means=p.means[:3], stds=p.stds[:3])
     with pytest.raises(ValueError, match="label id"):
         apply_gmm(labels, bad, gen())
 
@@ -195,7 +203,7 @@ def test_gmm_lookup_and_background():
 def test_gmm_background_zero_probability():
     cfg = AppearanceConfig(background_zero_p=1.0)
     p = sample_gmm(cfg, np.random.default_rng(0), 4)
-    assert p["means"][0] == 0 and p["stds"][0] == 0 and len(p["means"]) == 5
+    assert p.means[0] == 0 and p.stds[0] == 0 and len(p.means) == 5
 
 
 # -- the whole view -------------------------------------------------------------------------------
@@ -234,6 +242,14 @@ def test_params_roundtrip_json_and_differ_per_rng():
     p = sample_appearance(ALWAYS, 9, 16, np.random.default_rng(1))
     q = AppearanceParams.from_json(json.loads(json.dumps(p.to_json())))
     assert q == p
+    # typed, frozen records (tuples, not lists), and a damaged step record names its key
+    assert isinstance(q.gmm, GMMParams) and isinstance(q.gmm.means, tuple) and isinstance(q.spikes.locations[0], tuple)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        q.gmm.means = ()  # type: ignore[misc]
+    bad = p.to_json()
+    del bad["blur"]["sigma"]
+    with pytest.raises(ValueError, match="BlurParams: missing keys \\['sigma'\\]"):
+        AppearanceParams.from_json(bad)
     assert sample_appearance(ALWAYS, 9, 16, np.random.default_rng(2)) != p
     assert set(p.fired) == {"bias", "spikes", "gamma", "blur", "gibbs", "sharpen", "lowres", "noise"}
     with pytest.raises(ValueError, match="unknown keys"):

@@ -18,6 +18,7 @@ from synthvox.engine.appearance.blur import circular_blur, spatial_ok
 from synthvox.engine.appearance.gamma import apply_gamma
 from synthvox.engine.appearance.gibbs import gibbs_factor, gibbs_mask
 from synthvox.engine.appearance.kspace import _filter, apply_kspace
+from synthvox.engine.appearance.params import BlurParams, GammaParams, GibbsParams, SharpenParams, SpikesParams
 from synthvox.engine.ensemble import EnsembleConfig, apply_ensemble, label_map, sample_ensemble
 from synthvox.engine.ensemble.affine import BlockGrid, candidate_blocks, classify, cull_empty, solid_table, split_solid
 from synthvox.engine.ensemble.mask import inside_box, mask_with
@@ -67,7 +68,7 @@ def test_quantise_into_equals_the_schema_quantiser():
 @pytest.mark.parametrize("sigma", [[0.3, 0.1, 0.33], [0.0, 0.2, 0.0], [0.6, 0.5, 0.1]])
 def test_spatial_blur_equals_the_fft_circular_convolution(sigma):
     x = torch.rand(12, 10, 16, generator=gen(1))
-    p = {"sigma": sigma}
+    p = BlurParams(sigma=tuple(sigma))
     assert spatial_ok(tuple(x.shape), p)
     spec = rfft3(x)
     _filter(spec, tuple(x.shape), p, None, None)
@@ -76,34 +77,34 @@ def test_spatial_blur_equals_the_fft_circular_convolution(sigma):
     assert torch.allclose(y, ref, atol=2e-6)
     # blur alone takes the spatial path, in place or not, and never touches its input
     before = x.clone()
-    assert torch.equal(apply_kspace(x, {"blur": p}), y)
+    assert torch.equal(apply_kspace(x, blur=p), y)
     assert torch.equal(x, before)
     z = x.clone()
-    assert torch.equal(apply_kspace(z, {"blur": p}, inplace=True), y) and torch.equal(z, y)
+    assert torch.equal(apply_kspace(z, blur=p, inplace=True), y) and torch.equal(z, y)
     # long kernels or a short axis go through the FFT
-    assert not spatial_ok((12, 10, 16), {"sigma": [1.0, 0.1, 0.1]})
-    assert not spatial_ok((2, 10, 16), {"sigma": [0.3, 0.1, 0.1]})
+    assert not spatial_ok((12, 10, 16), BlurParams(sigma=(1.0, 0.1, 0.1)))
+    assert not spatial_ok((2, 10, 16), BlurParams(sigma=(0.3, 0.1, 0.1)))
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.1, 0.2, 0.33])
 def test_gibbs_factor_equals_the_mask(alpha):
     for shape in [(16, 16, 16), (12, 10, 9)]:
         freqs = rfft_freqs(shape, CPU)
-        m = gibbs_mask(shape, freqs, {"alpha": alpha})
-        f = gibbs_factor(shape, freqs, {"alpha": alpha})
+        m = gibbs_mask(shape, freqs, GibbsParams(alpha=alpha))
+        f = gibbs_factor(shape, freqs, GibbsParams(alpha=alpha))
         assert torch.equal(f, m.to(torch.float32))
 
 
 def test_kspace_in_place_equals_the_allocating_path():
     x = torch.rand(16, 16, 16, generator=gen(2))
-    p = {"spikes": {"shape": [16, 16, 16], "locations": [[1, 2, 3]], "amplitudes": [0.1], "phases": [0.5]},
-         "blur": {"sigma": [0.2, 0.3, 0.1]}, "gibbs": {"alpha": 0.2},
-         "sharpen": {"sigma1": 0.8, "sigma2": 0.6, "alpha": 20.0}}
+    p = {"spikes": SpikesParams(shape=(16, 16, 16), locations=((1, 2, 3),), amplitudes=(0.1,), phases=(0.5,)),
+         "blur": BlurParams(sigma=(0.2, 0.3, 0.1)), "gibbs": GibbsParams(alpha=0.2),
+         "sharpen": SharpenParams(sigma1=0.8, sigma2=0.6, alpha=20.0)}
     for keys in (["gibbs"], ["sharpen"], ["blur", "gibbs"], ["spikes", "blur", "gibbs", "sharpen"]):
         q = {k: p[k] for k in keys}
-        ref = apply_kspace(x, q)
+        ref = apply_kspace(x, **q)
         y = x.clone()
-        assert torch.equal(apply_kspace(y, q, inplace=True), ref), keys
+        assert torch.equal(apply_kspace(y, **q, inplace=True), ref), keys
 
 
 def test_gamma_with_zeros_equals_exp_gamma_log():
@@ -114,10 +115,10 @@ def test_gamma_with_zeros_equals_exp_gamma_log():
     span = hi - lo
     y = ((x - lo) / span).clamp(0, 1)
     ref = torch.exp(g * torch.log(y)) * span + lo   # log 0 = -inf -> exp 0
-    out = apply_gamma(x, {"gamma": g})
+    out = apply_gamma(x, GammaParams(gamma=g))
     assert torch.equal(out, ref)
     z = x.clone()
-    assert torch.equal(apply_gamma(z, {"gamma": g}, inplace=True), ref)
+    assert torch.equal(apply_gamma(z, GammaParams(gamma=g), inplace=True), ref)
 
 
 def test_resize_linear_out_and_mul_into_equal_the_plain_result():

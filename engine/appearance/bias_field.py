@@ -6,12 +6,12 @@ never voxel by voxel.
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import torch
 
 from .config import AppearanceConfig
+from .params import BiasParams
 
 __all__ = ["sample_bias_field", "bias_field", "DEGREE"]
 
@@ -22,12 +22,12 @@ def _terms() -> list[tuple[int, int, int]]:
     return [(i, j, k) for i in range(DEGREE + 1) for j in range(DEGREE + 1 - i) for k in range(DEGREE + 1 - i - j)]
 
 
-def sample_bias_field(cfg: AppearanceConfig, rng: np.random.Generator) -> dict[str, Any] | None:
+def sample_bias_field(cfg: AppearanceConfig, rng: np.random.Generator) -> BiasParams | None:
     """20 polynomial coefficients, or None when the coin (p = bias_p) says skip."""
     if not rng.random() < cfg.bias_p:
         return None
     coeffs = rng.uniform(-cfg.bias_max, cfg.bias_max, len(_terms()))
-    return {"coeffs": [float(c) for c in coeffs]}
+    return BiasParams(coeffs=tuple(float(c) for c in coeffs))
 
 
 def _legendre(grid: int, device: torch.device) -> torch.Tensor:
@@ -37,14 +37,14 @@ def _legendre(grid: int, device: torch.device) -> torch.Tensor:
     return torch.stack([torch.ones_like(x), x, 0.5 * (3 * x**2 - 1), 0.5 * (5 * x**3 - 3 * x)])
 
 
-def bias_field(shape: tuple[int, int, int], params: dict[str, Any], device: torch.device,
+def bias_field(shape: tuple[int, int, int], params: BiasParams, device: torch.device,
                grid: tuple[int, int, int] | None = None) -> torch.Tensor:
     """The float32 multiplicative field exp(sum c_ijk P_i P_j P_k) on the (D, H, W) voxels, or on a
     coarser `grid` whose nodes sit where trilinear up-sampling with align_corners=True puts them
     (first and last nodes on the border voxels, so no extrapolation)."""
     grid = grid or shape
     coeffs = np.zeros((DEGREE + 1,) * 3)
-    for (i, j, k), v in zip(_terms(), params["coeffs"]):
+    for (i, j, k), v in zip(_terms(), params.coeffs):
         coeffs[i, j, k] = v
     c = torch.from_numpy(coeffs).to(device)  # one small copy, not 20 device writes
     px, py, pz = (_legendre(g, device) for g in grid)

@@ -9,7 +9,6 @@ blur_sigma_max 0.33), the same circular convolution is computed directly in spac
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +16,7 @@ import torch
 from ..workspace import TEMP_A, TEMP_B, TEMP_C, scratch
 from ._ops import gaussian_kernel_1d, kernel_transfer_1d
 from .config import AppearanceConfig
+from .params import BlurParams
 
 __all__ = ["sample_blur", "blur_transfer", "is_neutral_blur", "circular_blur", "spatial_ok", "SPATIAL_RADIUS"]
 
@@ -24,26 +24,26 @@ __all__ = ["sample_blur", "blur_transfer", "is_neutral_blur", "circular_blur", "
 SPATIAL_RADIUS = 2
 
 
-def sample_blur(cfg: AppearanceConfig, rng: np.random.Generator) -> dict[str, Any] | None:
+def sample_blur(cfg: AppearanceConfig, rng: np.random.Generator) -> BlurParams | None:
     """Per-axis sigmas (voxels), or None (p = 1 - blur_p)."""
     if not rng.random() < cfg.blur_p:
         return None
-    return {"sigma": [float(s) for s in rng.uniform(0.0, cfg.blur_sigma_max, 3)]}
+    return BlurParams(sigma=tuple(float(s) for s in rng.uniform(0.0, cfg.blur_sigma_max, 3)))  # type: ignore[arg-type]
 
 
-def is_neutral_blur(params: dict[str, Any] | None) -> bool:
-    return params is None or all(s <= 0 for s in params["sigma"])
+def is_neutral_blur(params: BlurParams | None) -> bool:
+    return params is None or all(s <= 0 for s in params.sigma)
 
 
-def blur_transfer(freqs: list[torch.Tensor], params: dict[str, Any]) -> list[torch.Tensor]:
+def blur_transfer(freqs: list[torch.Tensor], params: BlurParams) -> list[torch.Tensor]:
     """Per-axis transfer functions (float64) at the rfft frequencies `freqs` (each of the shape of its `freqs`)."""
-    return [kernel_transfer_1d(gaussian_kernel_1d(s), f) for s, f in zip(params["sigma"], freqs)]
+    return [kernel_transfer_1d(gaussian_kernel_1d(s), f) for s, f in zip(params.sigma, freqs)]
 
 
-def spatial_ok(shape: tuple[int, ...], params: dict[str, Any]) -> bool:
+def spatial_ok(shape: tuple[int, ...], params: BlurParams) -> bool:
     """True when `circular_blur` handles these sigmas on a volume of `shape` (short kernels that
     fit the axis)."""
-    for n, sg in zip(shape, params["sigma"]):
+    for n, sg in zip(shape, params.sigma):
         r = len(gaussian_kernel_1d(sg)) // 2
         if r > SPATIAL_RADIUS or n < 2 * r + 1:
             return False
@@ -59,11 +59,11 @@ def _pair_sum(x: torch.Tensor, k: int, dim: int, out: torch.Tensor) -> torch.Ten
     return out
 
 
-def circular_blur(volume: torch.Tensor, params: dict[str, Any], inplace: bool = False) -> torch.Tensor:
+def circular_blur(volume: torch.Tensor, params: BlurParams, inplace: bool = False) -> torch.Tensor:
     """The circular convolution of a float32 (D, H, W) volume with the per-axis erf kernels,
     in space: per axis w0 x + sum_k w_k (x[i - k] + x[i + k]). Needs `spatial_ok`. `inplace`
     writes the result into the volume (temporaries go through reused buffers)."""
-    kernels = [(d, gaussian_kernel_1d(sg)) for d, sg in enumerate(params["sigma"])]
+    kernels = [(d, gaussian_kernel_1d(sg)) for d, sg in enumerate(params.sigma)]
     kernels = [(d, w) for d, w in kernels if len(w) > 1]
     shape, dev = tuple(volume.shape), volume.device
     if not kernels:

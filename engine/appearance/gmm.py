@@ -7,7 +7,6 @@ the voxels, no per-label loop).
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import torch
@@ -15,11 +14,12 @@ import torch
 from ..workspace import TEMP_A, scratch
 from ._ops import minmax_rescale
 from .config import AppearanceConfig
+from .params import GMMParams
 
 __all__ = ["sample_gmm", "apply_gmm"]
 
 
-def sample_gmm(cfg: AppearanceConfig, rng: np.random.Generator, n_labels: int) -> dict[str, Any]:
+def sample_gmm(cfg: AppearanceConfig, rng: np.random.Generator, n_labels: int) -> GMMParams:
     """Means and stds for label ids 0..n_labels (lists of n_labels + 1 floats)."""
     if n_labels < 0:
         raise ValueError(f"n_labels must be >= 0, got {n_labels}")
@@ -29,10 +29,11 @@ def sample_gmm(cfg: AppearanceConfig, rng: np.random.Generator, n_labels: int) -
     if background_zero:
         means[0] = 0.0
         stds[0] = 0.0
-    return {"means": [float(v) for v in means], "stds": [float(v) for v in stds], "background_zero": background_zero}
+    return GMMParams(means=tuple(float(v) for v in means), stds=tuple(float(v) for v in stds),
+                     background_zero=background_zero)
 
 
-def apply_gmm(labels: torch.Tensor, params: dict[str, Any], generator: torch.Generator,
+def apply_gmm(labels: torch.Tensor, params: GMMParams, generator: torch.Generator,
               out: torch.Tensor | None = None, check: bool = True) -> torch.Tensor:
     """(D, H, W) integer labels -> float32 (D, H, W) in [0, 1]: mean[l] + std[l] * N(0, 1), clipped, rescaled.
 
@@ -41,8 +42,8 @@ def apply_gmm(labels: torch.Tensor, params: dict[str, Any], generator: torch.Gen
     False skips the label-range check (the caller has checked the ids already).
     """
     device = labels.device
-    means = torch.tensor(params["means"], dtype=torch.float32, device=device)
-    stds = torch.tensor(params["stds"], dtype=torch.float32, device=device)
+    means = torch.tensor(params.means, dtype=torch.float32, device=device)
+    stds = torch.tensor(params.stds, dtype=torch.float32, device=device)
     idx = labels if labels.dtype in (torch.int64, torch.int32) else labels.long()
     if check:
         lo, top = (int(v) for v in torch.aminmax(idx)) if idx.numel() else (0, 0)

@@ -8,12 +8,11 @@ sharpen; here gamma runs before this group). Convolutions are circular (periodic
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from ..workspace import TEMP_A, TEMP_B, TEMP_C, scratch
 from ._ops import irfft3, rfft3, rfft_freqs
+from .params import BlurParams, GibbsParams, SharpenParams, SpikesParams
 from .blur import blur_transfer, circular_blur, is_neutral_blur, spatial_ok
 from .gibbs import gibbs_factor, is_neutral_gibbs
 from .sharpen import is_neutral_sharpen, sharpen_transfer
@@ -35,16 +34,14 @@ def _float_layout(spectrum: torch.Tensor) -> tuple[tuple[int, ...], torch.Tensor
     return order, torch.view_as_real(p).view(p.shape[0], p.shape[1], 2 * p.shape[2])
 
 
-def apply_kspace(volume: torch.Tensor, params: dict[str, dict[str, Any] | None], inplace: bool = False) -> torch.Tensor:
-    """Apply the given members of KSPACE_STEPS (missing or None = skipped) to a (D, H, W) volume.
+def apply_kspace(volume: torch.Tensor, *, spikes: SpikesParams | None = None, blur: BlurParams | None = None,
+                 gibbs: GibbsParams | None = None, sharpen: SharpenParams | None = None,
+                 inplace: bool = False) -> torch.Tensor:
+    """Apply the given members of KSPACE_STEPS (None = skipped) to a (D, H, W) volume.
 
     When every member is neutral the volume is returned unchanged (no FFT). `inplace` writes
     the result into the (float32, contiguous) volume's memory.
     """
-    unknown = set(params) - set(KSPACE_STEPS)
-    if unknown:
-        raise ValueError(f"unknown k-space steps {sorted(unknown)}; known: {list(KSPACE_STEPS)}")
-    spikes, blur, gibbs, sharpen = (params.get(k) for k in KSPACE_STEPS)
     if is_neutral_spikes(spikes) and is_neutral_blur(blur) and is_neutral_gibbs(gibbs) and is_neutral_sharpen(sharpen):
         return volume
     shape: tuple[int, int, int] = tuple(volume.shape)  # type: ignore[assignment]
@@ -83,8 +80,8 @@ def _irfft3_reused(spectrum: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft2(torch.fft.ifft(spectrum, dim=0, out=tmp), s=tuple(out.shape[1:]), out=out)
 
 
-def _filter(spectrum: torch.Tensor, shape: tuple[int, int, int], blur: dict[str, Any] | None,
-            gibbs: dict[str, Any] | None, sharpen: dict[str, Any] | None) -> None:
+def _filter(spectrum: torch.Tensor, shape: tuple[int, int, int], blur: BlurParams | None,
+            gibbs: GibbsParams | None, sharpen: SharpenParams | None) -> None:
     """Multiply the rfft spectrum by the real transfer function blur x sharpen x Gibbs, in place.
 
     The transfer is built directly in the spectrum's memory layout (the FFT over D leaves D

@@ -31,6 +31,8 @@ from .gmm import apply_gmm, sample_gmm
 from .kspace import apply_kspace
 from .lowres import apply_lowres, sample_lowres
 from .noise import apply_noise, sample_noise
+from .params import (BiasParams, BlurParams, GammaParams, GibbsParams, GMMParams, LowresParams, NoiseParams,
+                     SharpenParams, SpikesParams, StepParams, TextureParams)
 from .sharpen import sample_sharpen
 from .spikes import sample_spikes
 from .texture import sample_texture, texture_field
@@ -40,31 +42,41 @@ __all__ = ["AppearanceParams", "sample_appearance", "apply_appearance", "STEPS"]
 #: the steps in the order of their numpy streams (append new steps at the end)
 STEPS = ("gmm", "texture", "bias", "spikes", "gamma", "blur", "gibbs", "sharpen", "lowres", "noise")
 
-Params = dict[str, Any] | None
+#: each step's parameter record
+STEP_PARAMS: dict[str, type[StepParams]] = {
+    "gmm": GMMParams, "texture": TextureParams, "bias": BiasParams, "spikes": SpikesParams, "gamma": GammaParams,
+    "blur": BlurParams, "gibbs": GibbsParams, "sharpen": SharpenParams, "lowres": LowresParams, "noise": NoiseParams,
+}
 
 
 @dataclass(frozen=True)
 class AppearanceParams:
     """The drawn parameters of one view; None = the step's coin said skip."""
 
-    gmm: dict[str, Any]
-    texture: dict[str, Any]
-    bias: Params = None
-    spikes: Params = None
-    gamma: Params = None
-    blur: Params = None
-    gibbs: Params = None
-    sharpen: Params = None
-    lowres: Params = None
-    noise: Params = None
+    gmm: GMMParams
+    texture: TextureParams
+    bias: BiasParams | None = None
+    spikes: SpikesParams | None = None
+    gamma: GammaParams | None = None
+    blur: BlurParams | None = None
+    gibbs: GibbsParams | None = None
+    sharpen: SharpenParams | None = None
+    lowres: LowresParams | None = None
+    noise: NoiseParams | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-able dict (what travels in a sample's meta)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """A JSON-able dict (what travels in a sample's meta): each step's dict, or None."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = None if v is None else v.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "AppearanceParams":
         """Inverse of to_json; unknown or missing keys raise ValueError naming them."""
+        if not isinstance(data, dict):
+            raise ValueError(f"appearance parameters must be a JSON object, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -72,7 +84,7 @@ class AppearanceParams:
         missing = [k for k in ("gmm", "texture") if k not in data]
         if missing:
             raise ValueError(f"appearance parameters lack {missing}")
-        return cls(**data)
+        return cls(**{k: None if v is None else STEP_PARAMS[k].from_json(v) for k, v in data.items()})
 
     @property
     def fired(self) -> list[str]:
@@ -105,7 +117,7 @@ def _multiplicative_field(shape: tuple[int, int, int], params: AppearanceParams,
     (or multiplied into `mul_into` in place, which is returned)."""
     bias = params.bias
     factor = None
-    if bias is not None and any(bias["coeffs"]):
+    if bias is not None and any(bias.coeffs):
         def factor(grid: tuple[int, int, int]) -> torch.Tensor:
             return bias_field(shape, bias, device, grid)
     return texture_field(shape, params.texture, generator, device, coarse_factor=factor, mul_into=mul_into)
@@ -148,8 +160,8 @@ def apply_appearance(labels: torch.Tensor, params: AppearanceParams, generator: 
         clock.lap("texture_bias")
         x = apply_gamma(x, params.gamma, inplace=True)
         clock.lap("gamma")
-        x = apply_kspace(x, {"spikes": params.spikes, "blur": params.blur, "gibbs": params.gibbs,
-                             "sharpen": params.sharpen}, inplace=True)
+        x = apply_kspace(x, spikes=params.spikes, blur=params.blur, gibbs=params.gibbs,
+                         sharpen=params.sharpen, inplace=True)
         clock.lap("kspace")
         x = apply_lowres(x, params.lowres, inplace=True)
         clock.lap("lowres")

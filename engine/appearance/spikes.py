@@ -9,17 +9,17 @@ several times brighter than the image; the amplitude range here is a config valu
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch
 
 from .config import AppearanceConfig
+from .params import SpikesParams
 
 __all__ = ["sample_spikes", "add_spikes", "is_neutral_spikes"]
 
 
-def sample_spikes(cfg: AppearanceConfig, rng: np.random.Generator, shape: tuple[int, int, int]) -> dict[str, Any] | None:
+def sample_spikes(cfg: AppearanceConfig, rng: np.random.Generator, shape: tuple[int, int, int]) -> SpikesParams | None:
     """Spike frequencies (integer rfft indices for `shape`), amplitudes and phases, or None (p = 1 - spikes_p)."""
     if not rng.random() < cfg.spikes_p:
         return None
@@ -32,23 +32,23 @@ def sample_spikes(cfg: AppearanceConfig, rng: np.random.Generator, shape: tuple[
         if loc == [0, 0, 0]:
             loc[0] = 1 % d
         locations.append(loc)
-    return {
-        "shape": [int(d), int(h), int(w)],
-        "locations": locations,
-        "amplitudes": [float(a) for a in rng.uniform(cfg.spikes_amplitude[0], cfg.spikes_amplitude[1], n)],
-        "phases": [float(p) for p in rng.uniform(0.0, 2.0 * math.pi, n)],
-    }
+    return SpikesParams(
+        shape=(int(d), int(h), int(w)),
+        locations=tuple((loc[0], loc[1], loc[2]) for loc in locations),
+        amplitudes=tuple(float(a) for a in rng.uniform(cfg.spikes_amplitude[0], cfg.spikes_amplitude[1], n)),
+        phases=tuple(float(p) for p in rng.uniform(0.0, 2.0 * math.pi, n)),
+    )
 
 
-def is_neutral_spikes(params: dict[str, Any] | None) -> bool:
-    return params is None or not any(params["amplitudes"])
+def is_neutral_spikes(params: SpikesParams | None) -> bool:
+    return params is None or not any(params.amplitudes)
 
 
-def add_spikes(spectrum: torch.Tensor, params: dict[str, Any], shape: tuple[int, int, int]) -> torch.Tensor:
+def add_spikes(spectrum: torch.Tensor, params: SpikesParams, shape: tuple[int, int, int]) -> torch.Tensor:
     """Add the spikes to an rfft spectrum of a `shape` volume, in place; returns it."""
-    if list(shape) != list(params["shape"]):
-        raise ValueError(f"spike parameters were drawn for shape {params['shape']}, the volume is {list(shape)}")
+    if tuple(shape) != tuple(params.shape):
+        raise ValueError(f"spike parameters were drawn for shape {list(params.shape)}, the volume is {list(shape)}")
     dc = spectrum[0, 0, 0].real
-    for (kd, kh, kw), amp, phase in zip(params["locations"], params["amplitudes"], params["phases"]):
+    for (kd, kh, kw), amp, phase in zip(params.locations, params.amplitudes, params.phases):
         spectrum[kd, kh, kw] += (0.5 * amp * dc) * complex(math.cos(phase), math.sin(phase))
     return spectrum

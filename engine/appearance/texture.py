@@ -11,32 +11,33 @@ bias field) are interpolated, never extrapolated.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ._ops import resize_linear, scaled_length
 from .config import AppearanceConfig
+from .params import TextureParams
 
 __all__ = ["sample_texture", "texture_field"]
 
 
-def sample_texture(cfg: AppearanceConfig, rng: np.random.Generator) -> dict[str, Any]:
+def sample_texture(cfg: AppearanceConfig, rng: np.random.Generator) -> TextureParams:
     """Per-scale stds and the amplitude (always applied)."""
     stds = rng.uniform(cfg.texture_std[0], cfg.texture_std[1], len(cfg.texture_scales))
-    return {
-        "scales": [int(s) for s in cfg.texture_scales],
-        "stds": [float(v) for v in stds],
-        "amplitude": float(cfg.texture_amplitude),
-    }
+    return TextureParams(
+        scales=tuple(int(s) for s in cfg.texture_scales),
+        stds=tuple(float(v) for v in stds),
+        amplitude=float(cfg.texture_amplitude),
+    )
 
 
 def _grid_shape(shape: tuple[int, ...], scale: int) -> tuple[int, int, int]:
     return tuple(max(2, math.ceil(n / scaled_length(scale, n))) for n in shape)  # type: ignore[return-value]
 
 
-def texture_field(shape: tuple[int, int, int], params: dict[str, Any], generator: torch.Generator,
+def texture_field(shape: tuple[int, int, int], params: TextureParams, generator: torch.Generator,
                   device: torch.device,
                   coarse_factor: Callable[[tuple[int, int, int]], torch.Tensor] | None = None,
                   out: torch.Tensor | None = None, mul_into: torch.Tensor | None = None) -> torch.Tensor:
@@ -47,7 +48,7 @@ def texture_field(shape: tuple[int, int, int], params: dict[str, Any], generator
     finest grid; it is multiplied in before the one full-size up-sampling (the pipeline fuses
     the bias field this way: one full-size pass instead of three).
     """
-    order = sorted(zip(params["scales"], params["stds"]), key=lambda t: -t[0])  # coarse first
+    order = sorted(zip(params.scales, params.stds), key=lambda t: -t[0])  # coarse first
     acc: torch.Tensor | None = None
     for scale, std in order:
         gshape = _grid_shape(shape, scale)
@@ -56,7 +57,7 @@ def texture_field(shape: tuple[int, int, int], params: dict[str, Any], generator
             grid = grid + resize_linear(acc, gshape, align_corners=True)
         acc = grid
     assert acc is not None
-    coarse = acc.mul_(params["amplitude"]).add_(1.0)
+    coarse = acc.mul_(params.amplitude).add_(1.0)
     if coarse_factor is not None:
         coarse = coarse * coarse_factor(tuple(coarse.shape))  # type: ignore[arg-type]
     return resize_linear(coarse, tuple(shape), align_corners=True, out=out, mul_into=mul_into)  # type: ignore[arg-type]
