@@ -130,3 +130,22 @@ def test_cli_no_verify_weights_loads_it(tmp_path):
     r = CliRunner().invoke(main, ["export", "--ckpt", str(ck), "--out", str(tmp_path / "m.pt"), "--no-verify-weights"])
     assert r.exit_code == 0, r.output
     assert torch.jit.load(str(tmp_path / "m.pt"))(torch.rand(1, 1, 6, 6, 6)).shape == (1, 4, 6, 6, 6)
+
+
+def test_bundle_of_a_checkpoint_loads_and_checks_its_weights(tmp_path):
+    from synthvox.train.bundle import export_bundle
+
+    ck = _ckpt(tmp_path / "run")
+    out = export_bundle(tmp_path / "run", tmp_path / "bundle")
+    b = open_checkpoint(out)
+    assert b.name == "bundled-step-000001" and b.record["weights_dtype"] == "float16" and b.sha256
+    ref = open_checkpoint(ck).build().state_dict()
+    got = b.build().state_dict()
+    assert all(torch.allclose(ref[k].float(), got[k].float(), atol=1e-3) for k in ref)
+    with pytest.raises(CheckpointError, match="not 'random'"):
+        export_bundle("random", tmp_path / "b2")
+    w = ck / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(CheckpointError, match="does not match the sha256"):
+        export_bundle(ck, tmp_path / "b3")
+    assert not (tmp_path / "b3").exists()

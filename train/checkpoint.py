@@ -346,8 +346,10 @@ class Checkpoint:
         return f"checkpoint: {self.path}" + ("" if self.verify_weights else " (weights not verified: --no-verify-weights)")
 
     @cached_property
-    def _weights(self) -> dict[str, torch.Tensor]:
-        assert self.path is not None
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The tensors of model.safetensors as stored, read and sha256-checked once (not for random)."""
+        if self.path is None:
+            raise CheckpointError("a random init has no stored weights; build() draws them")
         return _read_weights(self.path, self.record, self.verify_weights)
 
     def build(self, map_location: str | torch.device = "cpu") -> torch.nn.Module:
@@ -359,7 +361,7 @@ class Checkpoint:
                 model = build_model(self.model_config, empty=True)
             except (TypeError, ValueError) as e:
                 raise CheckpointError(f"{self.path}/record.json has an unusable model config {self.record['model']}: {e}") from None
-            _load_into(model, self._weights, self.path)
+            _load_into(model, self.weights, self.path)
         return model.to(map_location).eval()
 
 
