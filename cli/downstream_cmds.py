@@ -8,6 +8,8 @@ import click
 __all__ = ["features", "register", "register_batch"]
 
 _CKPT_HELP = "Network: a checkpoint dir, a run dir (its latest), 'bundled' or 'random'."
+_NO_VERIFY = click.option("--no-verify-weights", is_flag=True,
+                          help="Load a checkpoint whose record.json has no weights hash (sha256), unchecked.")
 _FEATURES = click.Choice(["net", "mind", "net+mind", "intensity"])
 
 
@@ -26,14 +28,15 @@ _FEATURES = click.Choice(["net", "mind", "net+mind", "intensity"])
                    "ITK-SNAP as C components per voxel. nnunet: C files OUT_0000.nii.gz .. OUT_00NN.nii.gz for "
                    "nnU-Net's multi-channel input (OUT = DIR/CASE).")
 @click.option("--device", default="cpu", show_default=True)
+@_NO_VERIFY
 def features(image: str, out: str, ckpt: str, clip: tuple[float, float] | None, dtype: str, pca_png: str | None,
-             max_memory: float | None, layout: str, device: str) -> None:
+             max_memory: float | None, layout: str, device: str, no_verify_weights: bool) -> None:
     """Dense features (C, X, Y, Z) of IMAGE, saved to OUT with IMAGE's affine in the chosen --layout."""
     from synthvox.downstream.features import extract_features, save_features, voxels_for_memory, write_pca_png
     from synthvox.downstream.io import load_nifti
     from synthvox.downstream.network import load_network
 
-    model, rec = load_network(ckpt, device, echo=click.echo)
+    model, rec = load_network(ckpt, device, echo=click.echo, verify_weights=not no_verify_weights)
     vol = load_nifti(image)
     norm = dict(rec.get("normalisation") or {"kind": "minmax", "clip": None})
     if clip is not None:
@@ -60,13 +63,13 @@ _INIT_HELP = ("Start: header (as the affines say), com (centres of mass), moment
 _DIFFEO_HELP = "Diffeomorphic output: a stationary velocity field integrated by scaling and squaring (no folding)."
 
 
-def _network(cfg, ckpt: str, device: str):
+def _network(cfg, ckpt: str, device: str, verify_weights: bool = True):
     if not cfg.needs_network:
         click.echo(f"features {cfg.features}: no checkpoint needed")
         return None, None
     from synthvox.downstream.network import load_network
 
-    return load_network(ckpt, device, echo=click.echo)
+    return load_network(ckpt, device, echo=click.echo, verify_weights=verify_weights)
 
 
 @click.command("register")
@@ -86,9 +89,10 @@ def _network(cfg, ckpt: str, device: str):
 @click.option("--no-png", is_flag=True, help="Skip overview.png.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
+@_NO_VERIFY
 def register(fixed: str, moving: str, fixed_labels: str | None, moving_labels: str | None, fixed_mask: str | None,
              moving_mask: str | None, ckpt: str, features_kind: str, no_affine: bool, init: str, diffeomorphic: bool,
-             name: str | None, l2r: bool, no_png: bool, device: str, out: str) -> None:
+             name: str | None, l2r: bool, no_png: bool, device: str, out: str, no_verify_weights: bool) -> None:
     """Warp MOVING onto FIXED (moving -> fixed). Writes disp.nii.gz (pull-back, fixed grid, mm,
     ITK 5D, LPS), warped.nii.gz, warped_labels.nii.gz, metrics.json and overview.png to OUT."""
     from synthvox.downstream.registration import register_files
@@ -97,7 +101,7 @@ def register(fixed: str, moving: str, fixed_labels: str | None, moving_labels: s
 
     check_label_pair(fixed_labels, moving_labels)
     cfg = _config(features_kind, no_affine, init, diffeomorphic)
-    model, rec = _network(cfg, ckpt, device)
+    model, rec = _network(cfg, ckpt, device, not no_verify_weights)
     register_files(fixed, moving, out, fixed_labels=fixed_labels, moving_labels=moving_labels, fixed_mask=fixed_mask,
                    moving_mask=moving_mask, cfg=cfg, model=model, model_record=rec, l2r=l2r, case=name, device=device,
                    png=not no_png, echo=click.echo)
@@ -114,15 +118,16 @@ def register(fixed: str, moving: str, fixed_labels: str | None, moving_labels: s
 @click.option("--no-png", is_flag=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
+@_NO_VERIFY
 def register_batch(pairs: str, ckpt: str, features_kind: str, no_affine: bool, init: str, diffeomorphic: bool, l2r: bool,
-                   no_png: bool, device: str, out: str) -> None:
+                   no_png: bool, device: str, out: str, no_verify_weights: bool) -> None:
     """Register every pair of PAIRS (JSON: a list of {fixed, moving, fixed_labels?, moving_labels?,
     fixed_mask?, moving_mask?, case?}, or {"pairs": [...]}; paths relative to the file). Each
     moving image is warped onto its fixed image (moving -> fixed); pair CASE writes OUT/CASE/."""
     from synthvox.downstream.registration import register_batch as run_batch
 
     cfg = _config(features_kind, no_affine, init, diffeomorphic)
-    model, rec = _network(cfg, ckpt, device)
+    model, rec = _network(cfg, ckpt, device, not no_verify_weights)
     records = run_batch(pairs, out, cfg=cfg, model=model, model_record=rec, l2r=l2r, device=device,
                         png=not no_png, echo=click.echo)
     click.echo(f"{len(records)} pairs -> {Path(out)}")

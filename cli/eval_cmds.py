@@ -28,15 +28,17 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (splits, records, overlays).")
 @click.option("--overwrite", is_flag=True, help="Re-run runs whose records already exist.")
+@click.option("--no-verify-weights", is_flag=True, help="Load a checkpoint whose record.json has no weights hash (unchecked).")
 def fewshot(ckpts: tuple[str, ...], data: str, shots: list[int], seeds: int, protocol: str, steps: int | None,
-            device: str | None, out: str, overwrite: bool) -> None:
+            device: str | None, out: str, overwrite: bool, no_verify_weights: bool) -> None:
     """Few-shot segmentation: fine-tune with a 1x1x1 head on k labelled volumes, score the test volumes."""
     from synthvox.downstream.fewshot import run_fewshot
-    from synthvox.train.checkpoint import describe
+    from synthvox.train.checkpoint import open_checkpoint
 
-    for c in ckpts:
-        click.echo(describe(c))
-    recs = run_fewshot(data, list(ckpts), shots, seeds, out, protocol=protocol, steps=steps, device=device,
+    inits = [open_checkpoint(c, verify_weights=not no_verify_weights) for c in ckpts]
+    for ck in inits:
+        click.echo(ck.describe())
+    recs = run_fewshot(data, inits, shots, seeds, out, protocol=protocol, steps=steps, device=device,
                        overwrite=overwrite, log=click.echo)
     click.echo(f"{len(recs)} records under {out}/records; splits in {out}/splits.json")
 
@@ -65,11 +67,13 @@ def report(records: tuple[str, ...], out: str, title: str, label_names: str | No
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (datasets, records, report).")
 @click.option("--quick", is_flag=True, help="A few steps and seeds: checks the flow, the numbers mean little.")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
-def eval_cmd(ckpt: str, out: str, quick: bool, device: str | None) -> None:
+@click.option("--no-verify-weights", is_flag=True, help="Load a checkpoint whose record.json has no weights hash (unchecked).")
+def eval_cmd(ckpt: str, out: str, quick: bool, device: str | None, no_verify_weights: bool) -> None:
     """The real-data evaluation (Colin27, MNI152, held-out synthetic tasks) of a checkpoint plus baselines."""
     from synthvox.downstream.evaluate import run_eval
-    from synthvox.train.checkpoint import describe
+    from synthvox.train.checkpoint import open_checkpoint
 
-    click.echo(describe(ckpt))
-    paths = run_eval(ckpt, out, quick=quick, device=device, log=click.echo)
+    ck = open_checkpoint(ckpt, verify_weights=not no_verify_weights)
+    click.echo(ck.describe())
+    paths = run_eval(ck, out, quick=quick, device=device, log=click.echo)
     click.echo(f"report: {paths['html']}")

@@ -18,7 +18,8 @@ __all__ = ["export"]
 @click.option("--clip", nargs=2, type=float, default=None,
               help="Clip window built into the normalisation, e.g. CT: --clip -450 450 (overrides the checkpoint's).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-def export(ckpt: str, fmt: str, out: str, clip: tuple[float, float] | None, overwrite: bool) -> None:
+@click.option("--no-verify-weights", is_flag=True, help="Load a checkpoint whose record.json has no weights hash (unchecked).")
+def export(ckpt: str, fmt: str, out: str, clip: tuple[float, float] | None, overwrite: bool, no_verify_weights: bool) -> None:
     """Export a checkpoint as a portable feature model: raw (B, 1, D, H, W) -> features (B, C, D, H, W).
 
     The checkpoint's input normalisation (min-max per volume, optional clip) and the padding to
@@ -32,7 +33,7 @@ def export(ckpt: str, fmt: str, out: str, clip: tuple[float, float] | None, over
     if path.exists() and not overwrite:
         raise click.ClickException(f"{path} exists; pass --overwrite to replace it or choose another --out")
     try:
-        model, rec = load_network(ckpt, "cpu", echo=click.echo)
+        model, rec = load_network(ckpt, "cpu", echo=click.echo, verify_weights=not no_verify_weights)
         export_model(model, rec, path, fmt, clip=clip)
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None

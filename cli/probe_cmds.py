@@ -22,8 +22,9 @@ __all__ = ["probe", "sweep"]
 @click.option("--per-label", type=int, default=32, show_default=True, help="Sampled voxels per label per pair.")
 @click.option("--reg-spacing", type=float, default=3.0, show_default=True, help="Registration probe resolution, mm.")
 @click.option("--threads", type=int, help="torch threads (default: torch's).")
+@click.option("--no-verify-weights", is_flag=True, help="Load a checkpoint whose record.json has no weights hash (unchecked).")
 def probe(ckpts: tuple[str, ...], out: str, baseline: bool, registration: bool, pca: bool, size: int, crop: int,
-          samples: int, per_label: int, reg_spacing: float, threads: int | None) -> None:
+          samples: int, per_label: int, reg_spacing: float, threads: int | None, no_verify_weights: bool) -> None:
     """Representation probes of CKPT beside a random init of the same architecture:
     cross-view voxel retrieval on held-out synthetic pairs (per tap), Colin27 known-warp
     registration with network features alone, and the PCA image of a real brain."""
@@ -38,7 +39,8 @@ def probe(ckpts: tuple[str, ...], out: str, baseline: bool, registration: bool, 
     try:
         cfg = ProbeConfig(size=size, crop=crop, samples=samples, per_label=per_label, registration=registration,
                           pca=pca, reg_spacing=reg_spacing)
-        res = probe_checkpoints(list(ckpts), out, cfg, baseline=baseline, echo=click.echo)
+        res = probe_checkpoints(list(ckpts), out, cfg, baseline=baseline, echo=click.echo,
+                                verify_weights=not no_verify_weights)
     except (CheckpointLoadError, ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"wrote {len(res['records'])} records to {out}")

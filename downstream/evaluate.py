@@ -36,11 +36,10 @@ from synthvox.core.atomic import write_json
 from synthvox.engine.config import EngineConfig
 from synthvox.engine.render import render_sample, sample_to_numpy
 from synthvox.engine.seeds import numpy_rng
-from synthvox.train.checkpoint import load_model
+from synthvox.train.checkpoint import Checkpoint, open_checkpoint
 
 from .datasets import write_nifti, write_nnunet_dataset
 from .fewshot import run_fewshot
-from .fewshot.run import init_tag
 from .labelnames import write_label_names
 from .registration import RegistrationConfig, register_files
 from .report import build_report
@@ -267,16 +266,19 @@ def synthetic_pairs(root: Path, n: int, size: int) -> list[dict[str, Any]]:
 
 # --- the run -------------------------------------------------------------------------------------
 
-def _registration(pairs: list[dict[str, Any]], out: Path, ckpt: str, quick: bool, device: str,
+def _inits(ckpt: Checkpoint) -> list[Checkpoint]:
+    """The checkpoint and the random baseline (the checkpoint alone when it is the random init)."""
+    return [ckpt] if ckpt.is_random else [ckpt, Checkpoint.random()]
+
+
+def _registration(pairs: list[dict[str, Any]], out: Path, ckpt: Checkpoint, quick: bool, device: str,
                   log: Callable[[str], Any] | None) -> list[dict[str, Any]]:
     extra_cfg = {"adam_iters": 20, "affine_iters": 30} if quick else {}
-    methods: list[tuple[str, str | None]] = [("net+mind", ckpt), ("net+mind", "random"), ("mind", None)]
-    if str(ckpt) == "random":
-        methods = [("net+mind", "random"), ("mind", None)]
+    methods: list[tuple[str, Checkpoint | None]] = [("net+mind", c) for c in _inits(ckpt)] + [("mind", None)]
     records = []
-    for features, spec in methods:
-        model, rec = load_model(spec, map_location=device) if spec else (None, None)
-        tag = features if spec is None else f"{features}_{init_tag(spec, rec)}"
+    for features, ck in methods:
+        model, rec = (ck.build(device), ck.record_dict()) if ck is not None else (None, None)
+        tag = features if ck is None else f"{features}_{ck.tag}"
         for p in pairs:
             case_out = out / tag / p["case"]
             if (case_out / "metrics.json").is_file():
@@ -295,13 +297,18 @@ def _registration(pairs: list[dict[str, Any]], out: Path, ckpt: str, quick: bool
     return records
 
 
-def run_eval(ckpt: str, out: str | Path, *, quick: bool = False, device: str | None = None,
-             log: Callable[[str], Any] | None = print, mricron_dir: str | Path = MRICRON_DIR) -> dict[str, Path]:
+def run_eval(ckpt: str | Checkpoint, out: str | Path, *, quick: bool = False, device: str | None = None,
+             log: Callable[[str], Any] | None = print, mricron_dir: str | Path = MRICRON_DIR,
+             verify_weights: bool = True) -> dict[str, Path]:
     """Run every case for `ckpt` (plus the random and MIND baselines) and write the report.
+
+    `ckpt`: a resolved `Checkpoint`, or a spec resolved here once (`verify_weights` applies).
+    Every case uses that one Checkpoint: record.json read once, weights hashed once.
 
     `quick`: few steps, one seed, fewer registrations (checks the flow; numbers mean little).
     Finished parts are reused on a rerun. Returns the report paths {"markdown", "html"}.
     """
+    ck = open_checkpoint(ckpt, verify_weights=verify_weights)
     out = Path(out)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     src = data_sources(mricron_dir)
@@ -318,10 +325,10 @@ def run_eval(ckpt: str, out: str | Path, *, quick: bool = False, device: str | N
         notes.append(f"synthetic held-out tasks skipped: the engine could not render ({e})")
     if log:
         log(f"[eval] registration: {len(pairs)} pairs x methods")
-    records += _registration(pairs, out / "registration", ckpt, quick, dev, log)
+    records += _registration(pairs, out / "registration", ck, quick, dev, log)
 
     steps, seeds = (10, 1) if quick else (None, 3)
-    inits = [ckpt, "random"] if str(ckpt) != "random" else ["random"]
+    inits = _inits(ck)
     for d in build_fewshot_datasets(out / "datasets", src):
         if log:
             log(f"[eval] few-shot on {d.name}")
@@ -336,10 +343,10 @@ def run_eval(ckpt: str, out: str | Path, *, quick: bool = False, device: str | N
                  "the subject-pair registration uses Colin27's brain-extracted T1 for the same reason")
     notes.append("registration: ConvexAdam-style (net+mind with the checkpoint, net+mind with a random network, MIND alone); "
                  "hyper-parameters tuned without masks, no masks used")
-    write_json(out / "eval.json", {"ckpt": str(ckpt), "quick": quick, "device": dev, "notes": notes},
+    write_json(out / "eval.json", {"ckpt": ck.spec, "quick": quick, "device": dev, "notes": notes},
                sort_keys=False, newline=False)
     # read back from disk so every report row cites its record file (records of other
     # checkpoints evaluated into the same folder join them, side by side)
     records = read_records([p for p in (out / "registration", out / "fewshot") if p.exists()])
-    title = f"synthvox evaluation: {ckpt}" + (" (quick)" if quick else "")
+    title = f"synthvox evaluation: {ck.spec}" + (" (quick)" if quick else "")
     return build_report(records, out / "report", title=title, notes=notes)

@@ -25,6 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synthvox.core.atomic import atomic_path
+from synthvox.core.errors import SynthvoxError
+from synthvox.train.checkpoint import Checkpoint
+from synthvox.train.model import size_divisor
+
 __all__ = ["PortableFeatures", "export_model", "export_description", "FORMATS", "ExportError", "METADATA_KEY"]
 
 FORMATS = ("torchscript", "onnx")
@@ -32,7 +37,7 @@ METADATA_KEY = "synthvox"
 _EXTRA_FILE = "synthvox.json"
 
 
-class ExportError(ValueError):
+class ExportError(SynthvoxError, ValueError):
     """The model cannot be exported as asked; the message says what to do."""
 
 
@@ -46,7 +51,7 @@ class PortableFeatures(nn.Module):
     def __init__(self, net: nn.Module, clip: list[float] | tuple[float, float] | None = None) -> None:
         super().__init__()
         self.net = net
-        self.multiple: int = int(net.divisor)
+        self.multiple: int = size_divisor(net)
         self.has_clip: bool = clip is not None
         self.clip_lo: float = float(clip[0]) if clip is not None else 0.0
         self.clip_hi: float = float(clip[1]) if clip is not None else 0.0
@@ -99,9 +104,10 @@ def _portable(model: nn.Module, record: dict[str, Any], clip: list[float] | None
     return PortableFeatures(model.cpu().float().eval(), clip).eval()
 
 
-def export_model(model: nn.Module, record: dict[str, Any], out: str | Path, fmt: str = "torchscript",
+def export_model(model: nn.Module, record: "dict[str, Any] | Checkpoint", out: str | Path, fmt: str = "torchscript",
                  clip: list[float] | tuple[float, float] | None = None, example_side: int | None = None) -> Path:
-    """Write `model` (a UNet3D from `load_model`, with its checkpoint `record`) as one portable file.
+    """Write `model` (a UNet3D from `load_model` / `Checkpoint.build`, with its checkpoint `record`
+    or `Checkpoint`) as one portable file.
 
     fmt: "torchscript" (torch.jit.script; load with torch.jit.load) or "onnx" (needs the
     `onnx` extra: `pip install -c constraints.txt 'synthvox[onnx]'`; D, H, W stay dynamic).
@@ -109,32 +115,19 @@ def export_model(model: nn.Module, record: dict[str, Any], out: str | Path, fmt:
     """
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is not one of {list(FORMATS)}")
+    if isinstance(record, Checkpoint):
+        record = record.record_dict()
     clip_l = None if clip is None else [float(clip[0]), float(clip[1])]
     module = _portable(model, record, clip_l)
     desc = export_description(record, fmt)
     desc["normalisation"]["clip"] = [module.clip_lo, module.clip_hi] if module.has_clip else None
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         if fmt == "torchscript":
             _torchscript(module, tmp, desc)
         else:
             _onnx(module, tmp, desc, example_side or 2 * module.multiple)
-        _umask_mode(tmp)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
-
-
-def _umask_mode(path: Path) -> None:
-    """The mode a plain open() would give (temporary files may be private)."""
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def _torchscript(module: PortableFeatures, path: Path, desc: dict[str, Any]) -> None:

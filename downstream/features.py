@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from synthvox.train.model import size_divisor
+
 from .io import save_figure, save_nifti
 
 __all__ = ["normalise_image", "extract_features", "DEFAULT_MAX_VOXELS", "voxels_for_memory", "pca_rgb", "write_pca_png",
@@ -59,10 +61,6 @@ def normalise_image(image: np.ndarray | torch.Tensor, normalisation: dict[str, A
     return (x - lo) / (hi - lo)
 
 
-def _divisor(model: torch.nn.Module) -> int:
-    return int(getattr(model, "divisor", 16))
-
-
 def _pad_to(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, int, int]]:
     shape = x.shape[-3:]
     pads = [(-n) % m for n in shape]
@@ -93,7 +91,7 @@ def extract_features(model: torch.nn.Module, image: np.ndarray | torch.Tensor, n
 
 def _infer(model: torch.nn.Module, x: torch.Tensor, device: str | torch.device, max_voxels: int | None,
            roi: int, overlap: float) -> torch.Tensor:
-    div = _divisor(model)
+    div = size_divisor(model)
     xp, shape = _pad_to(x[None, None].to(device), div)
     xp = xp.contiguous(memory_format=torch.channels_last_3d)
     budget = DEFAULT_MAX_VOXELS if max_voxels is None else int(max_voxels)

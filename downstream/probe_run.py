@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 from torch import nn
 
-from synthvox.train.checkpoint import RANDOM_SEED
-from synthvox.train.model import build_model
+from synthvox.train.checkpoint import RANDOM_SEED, Checkpoint
 
 from .io import save_figure
-from .network import load_network
+from .network import load_network, open_network
 from .probes import ProbeConfig, ProbeData, ProbeResult, load_probe_data, probe_taps, run_probes
 from .results import make_record, write_record
 
@@ -30,7 +28,7 @@ __all__ = ["probe_checkpoints", "random_like", "write_pca_figure", "side_by_side
 
 def random_like(model_config: dict[str, Any], seed: int = RANDOM_SEED) -> nn.Module:
     """A UNet3D of `model_config` initialised from `torch.Generator().manual_seed(seed)` (eval mode)."""
-    return build_model(dict(model_config), generator=torch.Generator().manual_seed(seed)).eval()
+    return Checkpoint.random(model_config, seed=seed).build()
 
 
 def probe_units(metrics: dict[str, float]) -> dict[str, str]:
@@ -97,21 +95,19 @@ def _one(model: nn.Module, record: dict[str, Any], tag: str, out: Path, data: Pr
     return res, rec
 
 
-def _tag(spec: str, record: dict[str, Any]) -> str:
-    if record.get("sha256") is None:
-        return "random"
-    name = str(record.get("name") or Path(str(record.get("path", spec))).name)
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-
-
-def probe_checkpoints(specs: list[str], out: str | Path, cfg: ProbeConfig | None = None, baseline: bool = True,
-                      echo: Callable[[str], Any] | None = print) -> dict[str, Any]:
+def probe_checkpoints(specs: list[str | Checkpoint], out: str | Path, cfg: ProbeConfig | None = None,
+                      baseline: bool = True, echo: Callable[[str], Any] | None = print,
+                      verify_weights: bool = True) -> dict[str, Any]:
     """Probe every checkpoint of `specs` (and a random init of each architecture unless `baseline` is False).
+
+    `specs`: resolved `Checkpoint`s or specs (resolved once each, before the probe data is
+    built, so a bad one is refused at once; `verify_weights` applies to specs).
 
     Returns {"records": {tag: record}, "table": side-by-side text}; writes probe-<tag>.json and
     pca-<tag>.png into `out`. A spec that does not load raises `CheckpointLoadError` naming it.
     """
     cfg = cfg or ProbeConfig()
+    ckpts = [open_network(s, verify_weights) for s in specs]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = echo or (lambda m: None)
@@ -121,17 +117,16 @@ def probe_checkpoints(specs: list[str], out: str | Path, cfg: ProbeConfig | None
     columns: dict[str, dict[str, float]] = {}
     records: dict[str, dict[str, Any]] = {}
     archs: dict[str, dict[str, Any]] = {}
-    for spec in specs:
-        model, rec = load_network(spec, echo=echo)
-        tag = _tag(spec, rec)
+    for ck in ckpts:
+        model, rec = load_network(ck, echo=echo)
+        tag = ck.tag
         if tag in records:
-            raise ValueError(f"--ckpt {spec}: another checkpoint already has the name {tag!r}; probe them into separate --out folders")
-        info = None if rec.get("sha256") is None else {"name": str(rec.get("name")), "sha256": rec.get("sha256")}
-        res, records[tag] = _one(model, rec, tag, out, data, cfg, info)
+            raise ValueError(f"--ckpt {ck.spec}: another checkpoint already has the name {tag!r}; probe them into separate --out folders")
+        res, records[tag] = _one(model, rec, tag, out, data, cfg, None if ck.is_random else ck.info())
         columns[tag] = res.metrics
         say(f"probed {tag} in {sum(res.seconds.values()):.1f} s")
-        if tag != "random":
-            archs.setdefault(repr(sorted(rec["model"].items())), rec)
+        if not ck.is_random:
+            archs.setdefault(repr(sorted(ck.model_config.items())), rec)
     if baseline:
         for n, rec in enumerate(archs.values()):
             tag = "random-init" if len(archs) == 1 else f"random-init-{n}"

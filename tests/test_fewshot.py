@@ -34,13 +34,23 @@ def _dataset(root: Path, n_train: int = 3, n_test: int = 2, n: int = 20):
     return write_nnunet_dataset(root, "Tiny", {0: "background", 1: "blob", 2: "box"}, train, test)
 
 
-def _tiny_loader(spec: str):
+TINY_NET = {"in_channels": 1, "out_channels": 4, "widths": [4, 8], "convs_per_level": 1, "norm": "batch"}
+
+
+def _tiny_ckpt(root: Path):
+    """A saved tiny checkpoint named "tinynet" (resolved once into a Checkpoint)."""
+    from synthvox.train.checkpoint import open_checkpoint, save_checkpoint
     from synthvox.train.model import build_model
 
-    m = build_model({"in_channels": 1, "out_channels": 4, "widths": [4, 8], "convs_per_level": 1, "norm": "batch"},
-                    generator=torch.Generator().manual_seed(3))
-    return m, {"name": "tinynet" if spec != "random" else "random", "sha256": None if spec == "random" else "ab" * 32,
-               "normalisation": {"kind": "minmax", "clip": None}}
+    m = build_model(TINY_NET, generator=torch.Generator().manual_seed(3))
+    return open_checkpoint(save_checkpoint(root, 1, m, {"step": 1}, {"name": "tinynet"}))
+
+
+def _tiny_random():
+    """A random init of the tiny architecture (trains from scratch like --ckpt random)."""
+    from synthvox.train.checkpoint import Checkpoint
+
+    return Checkpoint.random(TINY_NET)
 
 
 # --- layout -------------------------------------------------------------------------------
@@ -150,8 +160,8 @@ def test_fewshot_two_steps_writes_records_and_reuses(tmp_path):
     _dataset(tmp_path / "d")
     out = tmp_path / "out"
     state = torch.random.get_rng_state()
-    recs = run_fewshot(tmp_path / "d", ["ckptA", "random"], [1], 1, out, protocol="cpu", steps=2,
-                       model_loader=_tiny_loader, log=None)
+    ckpt_a = _tiny_ckpt(tmp_path / "run")
+    recs = run_fewshot(tmp_path / "d", [ckpt_a, _tiny_random()], [1], 1, out, protocol="cpu", steps=2, log=None)
     assert torch.equal(state, torch.random.get_rng_state()), "global torch RNG was touched"
     assert len(recs) == 4  # 2 inits x 1 shot x 1 seed x 2 test cases
     on_disk = read_records([out / "records"])
@@ -171,7 +181,7 @@ def test_fewshot_two_steps_writes_records_and_reuses(tmp_path):
     assert all(r["extra"]["support"] == sp["train"] and r["extra"]["validation"] == sp["val"] for r in on_disk)
     # a second call reuses the splits and skips finished runs
     mtimes = {r["_path"]: Path(r["_path"]).stat().st_mtime_ns for r in on_disk}
-    again = run_fewshot(tmp_path / "d", ["ckptA"], [1], 1, out, protocol="cpu", steps=2, model_loader=_tiny_loader, log=None)
+    again = run_fewshot(tmp_path / "d", [ckpt_a], [1], 1, out, protocol="cpu", steps=2, log=None)
     assert len(again) == 2 and all(Path(p).stat().st_mtime_ns == t for p, t in mtimes.items())
     assert json.loads((out / "splits.json").read_text()) == splits
 
@@ -179,8 +189,8 @@ def test_fewshot_two_steps_writes_records_and_reuses(tmp_path):
 def test_fewshot_learns_on_tiny_data(tmp_path):
     """Enough steps on an easy task beat chance clearly (the loop really trains)."""
     _dataset(tmp_path / "d", n_train=2, n_test=1, n=16)
-    recs = run_fewshot(tmp_path / "d", ["random"], [1], [0], tmp_path / "o", protocol=get_protocol(
-        "cpu", steps=80, spacing_mm=None, crop=16, val_every=40, batch=2, lr=1e-2), model_loader=_tiny_loader, log=None, overlays=False)
+    recs = run_fewshot(tmp_path / "d", [_tiny_random()], [1], [0], tmp_path / "o", protocol=get_protocol(
+        "cpu", steps=80, spacing_mm=None, crop=16, val_every=40, batch=2, lr=1e-2), log=None, overlays=False)
     assert recs[0]["metrics"]["dice_mean"] > 0.7
 
 

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from synthvox.core.atomic import atomic_dir
 
-from .checkpoint import BUNDLED_DIR, file_sha256, load_record, resolve_checkpoint
+from .checkpoint import BUNDLED_DIR, Checkpoint, CheckpointError, file_sha256, open_checkpoint
 from .plot import plot_log
 
 __all__ = ["export_bundle"]
@@ -50,15 +50,16 @@ def _card(rec: dict[str, Any], train_cfg: dict[str, Any], comparison: str) -> st
     return "\n".join(lines)
 
 
-def export_bundle(spec: str | Path, out: str | Path = BUNDLED_DIR, comparison: str = "", run_dir: str | Path | None = None) -> Path:
-    """Write the bundle of checkpoint `spec` to `out` atomically; returns `out`."""
-    src = resolve_checkpoint(spec)
-    if src is None:
-        raise ValueError("bundle a trained checkpoint, not 'random'")
-    rec = load_record(src)
+def export_bundle(spec: "str | Path | Checkpoint", out: str | Path = BUNDLED_DIR, comparison: str = "",
+                  run_dir: str | Path | None = None) -> Path:
+    """Write the bundle of checkpoint `spec` (a spec or a resolved Checkpoint) to `out` atomically; returns `out`."""
+    ck = open_checkpoint(spec)
+    if ck.is_random or ck.path is None:
+        raise CheckpointError("bundle a trained checkpoint, not 'random': pass a run dir or a checkpoint dir")
+    src, rec = ck.path, ck.record_dict()
     out = Path(out)
+    weights = ck.weights  # read and checked against record.json's sha256
     with atomic_dir(out, overwrite=True) as tmp:
-        weights = load_file(str(src / "model.safetensors"))
         half = {k: (v.half() if v.is_floating_point() else v) for k, v in weights.items()}
         save_file(half, str(tmp / "model.safetensors"))
         rec = dict(rec)

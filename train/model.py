@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["UNet3D", "build_model", "default_taps", "tap_names", "tap_channels", "tap_stride", "init_weights", "DEFAULT_CONFIG"]
+__all__ = ["UNet3D", "build_model", "default_taps", "tap_names", "tap_channels", "tap_stride", "init_weights", "DEFAULT_CONFIG",
+           "size_divisor"]
 
 NORMS = ("batch", "instance", "none")
 
@@ -213,6 +214,21 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> nn.Module:
             if m.track_running_stats:
                 m.reset_running_stats()
     return model
+
+
+def size_divisor(model: nn.Module) -> int:
+    """What a network's input sides must be multiples of: its `divisor` (UNet3D: 2**depth), looked
+    up through DDP / torch.compile wrappers; a module without one is refused."""
+    m = model
+    for _ in range(4):
+        div = getattr(m, "divisor", None)
+        if div is not None:
+            return int(div)
+        m = getattr(m, "module", None) or getattr(m, "_orig_mod", None)
+        if m is None:
+            break
+    raise ValueError(f"{type(model).__name__} has no `divisor` (the multiple its input sides must have); "
+                     "pass a UNet3D (e.g. from load_model) or give the module a `divisor` attribute")
 
 
 def build_model(config: dict[str, Any] | None = None, generator: torch.Generator | None = None, empty: bool = False) -> UNet3D:

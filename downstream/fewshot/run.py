@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -22,7 +21,7 @@ import torch
 
 from synthvox.core.atomic import write_json
 from synthvox.engine.seeds import numpy_rng, torch_generator
-from synthvox.train.checkpoint import load_model, load_record, resolve_checkpoint
+from synthvox.train.checkpoint import Checkpoint, open_checkpoint
 from synthvox.train.model import init_weights
 
 from ..datasets import NnunetDataset, load_case, read_nnunet_dataset
@@ -34,15 +33,9 @@ from .protocol import FewshotProtocol, get_protocol
 from .splits import SPLITS_FILE, load_or_make_splits, split_key
 from .train import FewshotNet, finetune, predict
 
-__all__ = ["run_fewshot", "run_one", "init_tag", "device_label"]
+__all__ = ["run_fewshot", "run_one", "device_label"]
 
 UNITS = {"dice": "1", "hd95": "mm", "dice_mean": "1", "hd95_mean": "mm", "train_seconds": "s", "run_seconds": "s"}
-
-
-def init_tag(spec: str, record: dict[str, Any]) -> str:
-    """A folder-safe name for an initialisation ("random", or the checkpoint's name)."""
-    name = "random" if str(spec) == "random" else str(record.get("name") or Path(str(spec)).name)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "ckpt"
 
 
 def device_label(device: torch.device) -> str:
@@ -50,13 +43,6 @@ def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return "cpu"
-
-
-def _load_model(spec: str, model_loader: Callable[[str], tuple[torch.nn.Module, dict]] | None) -> tuple[torch.nn.Module, dict]:
-    if model_loader is not None:
-        return model_loader(spec)
-
-    return load_model(spec, map_location="cpu")
 
 
 def _prepared(ds: NnunetDataset, case_id: str, protocol: FewshotProtocol, norm: dict | None, cache: dict) -> tuple[Prepared, np.ndarray | None]:
@@ -91,28 +77,31 @@ def _overlay(path: Path, image: np.ndarray, gt: np.ndarray, pred: np.ndarray, ti
 
 def run_one(
     ds: NnunetDataset,
-    spec: str,
+    ckpt: Checkpoint,
     split: dict[str, Any],
     protocol: FewshotProtocol,
     out: Path,
     *,
     device: torch.device,
-    model_loader: Callable[[str], tuple[torch.nn.Module, dict]] | None = None,
     cache: dict | None = None,
     log: Callable[[str], None] | None = None,
     overlays: bool = True,
     extra: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """One (initialisation, shots, seed) run: fine-tune, predict every test case, write records."""
+    """One (initialisation, shots, seed) run: fine-tune, predict every test case, write records.
+
+    `ckpt`: the resolved checkpoint (`Checkpoint.random()` for training from scratch); each run
+    builds a fresh network from it (the weights were read and checked once).
+    """
     cache = {} if cache is None else cache
     t_run = time.perf_counter()
     shots, seed = split["shots"], split["seed"]
-    backbone, rec = _load_model(spec, model_loader)
-    tag = init_tag(spec, rec)
-    pretrained = str(spec) != "random"
-    norm = rec.get("normalisation")
+    backbone = ckpt.build("cpu")
+    tag = ckpt.tag
+    pretrained = not ckpt.is_random
+    norm = ckpt.normalisation
     n_classes = max(ds.labels) + 1
-    feat_c = int(getattr(backbone, "config", {}).get("out_channels", 16))
+    feat_c = int(backbone.config["out_channels"])
     net = FewshotNet(backbone, feat_c, n_classes)
     # The head (and, for scratch, the whole network) is drawn per (shots, seed): paired with the
     # pretrained run of the same split, which sees the same crops.
@@ -127,7 +116,7 @@ def run_one(
     runs_file = out / "runs" / sub.parent / f"seed{seed}.json"
     runs_file.parent.mkdir(parents=True, exist_ok=True)
     records = []
-    checkpoint = {"name": "random" if not pretrained else str(rec.get("name") or tag), "sha256": rec.get("sha256")}
+    checkpoint = ckpt.info()
     for case in ds.test:
         if case.label is None:
             continue
@@ -187,7 +176,7 @@ def run_one(
 
 def run_fewshot(
     data: str | Path,
-    ckpts: Sequence[str],
+    ckpts: Sequence[str | Checkpoint],
     shots: Sequence[int],
     seeds: int | Sequence[int],
     out: str | Path,
@@ -195,19 +184,21 @@ def run_fewshot(
     protocol: str | FewshotProtocol = "cpu",
     steps: int | None = None,
     device: str | torch.device | None = None,
-    model_loader: Callable[[str], tuple[torch.nn.Module, dict]] | None = None,
     overwrite: bool = False,
     overlays: bool = True,
     log: Callable[[str], None] | None = print,
     extra: dict[str, Any] | None = None,
+    verify_weights: bool = True,
 ) -> list[dict[str, Any]]:
     """Few-shot grid on the nnU-Net dataset `data`; returns (and writes) every per-case record.
 
-    `ckpts`: checkpoint specs (dir | run dir | "bundled" | "random"); `seeds`: a count (0..n-1)
+    `ckpts`: resolved `Checkpoint`s or specs (dir | run dir | "bundled" | "random", resolved
+    here, once each; `verify_weights` applies to those); `seeds`: a count (0..n-1)
     or explicit seeds. Splits are read from / written to `out/splits.json`. A run whose records
     all exist is skipped unless `overwrite` (its records are read back).
     """
     out = Path(out)
+    inits = [open_checkpoint(c, verify_weights=verify_weights) for c in ckpts]
     ds = read_nnunet_dataset(data)
     proto = protocol if isinstance(protocol, FewshotProtocol) else get_protocol(protocol, steps)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
@@ -221,11 +212,11 @@ def run_fewshot(
             "is GPU work; on CPU use --protocol cpu")
     cache: dict = {}
     records: list[dict[str, Any]] = []
-    for spec in ckpts:
+    for ckpt in inits:
+        tag = ckpt.tag
         for k in shots:
             for s in seed_list:
                 split = splits[split_key(k, s)]
-                tag = init_tag(spec, _peek_record(spec, model_loader))
                 rec_dir = out / "records" / tag / f"{k}shot" / f"seed{s}"
                 files = [rec_dir / f"{c.id}.json" for c in labelled_tests]
                 if not overwrite and all(f.exists() for f in files):
@@ -237,19 +228,7 @@ def run_fewshot(
                         continue
                 if log:
                     log(f"[fewshot] {ds.name}: {tag} {k}-shot seed {s} ({proto.name} protocol, {proto.steps} steps, {dev})")
-                records += run_one(ds, spec, split, proto, out, device=dev, model_loader=model_loader, cache=cache,
+                records += run_one(ds, ckpt, split, proto, out, device=dev, cache=cache,
                                    log=log, overlays=overlays, extra=extra)
     return records
 
-
-def _peek_record(spec: str, model_loader: Callable | None) -> dict[str, Any]:
-    if str(spec) == "random":
-        return {"name": "random"}
-    if model_loader is not None:
-        return model_loader(spec)[1]
-
-    path = resolve_checkpoint(spec)
-    if path is None:
-        return {"name": "random"}
-    rec = load_record(path)
-    return {**rec, "name": rec.get("name", path.name)}

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from synthvox.train.model import size_divisor
+
 from .data import Prepared, crop_shape, sample_crops
 from .protocol import FewshotProtocol
 
@@ -29,7 +31,7 @@ class FewshotNet(nn.Module):
 
     @property
     def divisor(self) -> int:
-        return int(getattr(self.backbone, "divisor", 16))
+        return size_divisor(self.backbone)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
