@@ -33,7 +33,8 @@ class StoreFeed:
     """Batches of a store for one rank, resumable at a checkpoint's stream positions."""
 
     def __init__(self, source: StoreSource, cfg: TrainConfig, device: torch.device, rank: int, world: int,
-                 stream_state: dict[str, Any] | None, elastic: bool) -> None:
+                 stream_state: dict[str, Any] | None, elastic: bool, allow_incomplete: bool = False) -> None:
+        self.allow_incomplete = allow_incomplete
         self.source, self.cfg, self.device, self.rank, self.world = source, cfg, device, rank, world
         self.workers = max(1, cfg.workers)
         self._positions = positions_from_state(stream_state, rank, world, cfg.workers, elastic)
@@ -67,7 +68,9 @@ class StoreFeed:
     def describe(self) -> str:
         s = self.source
         used = f"{len(s.tasks)} of {s.store.num_tasks} tasks"
-        skipped = f", {len(s.bad_shards)} damaged shard(s) skipped" if s.bad_shards else ""
+        if len(s.tasks) < s.store.num_tasks:
+            used += " (--allow-incomplete: the finished ones)" if self.allow_incomplete else ""
+        skipped = f", {len(s.bad_shards)} damaged shard(s) skipped (--skip-bad-shards)" if s.bad_shards else ""
         return f"store {s.path} ({s.format}, {s.content}, {s.num_samples} samples, {used}{skipped})"
 
 
@@ -116,4 +119,4 @@ def open_feed(cfg: TrainConfig, store: str | Path | None, device: torch.device, 
     # a labels store's views: painted on the training device on a GPU, by the loader workers on CPU
     source = StoreSource(store, cfg.format, cfg.val_samples, render_views="device" if device.type != "cpu" else "loader",
                          allow_incomplete=allow_incomplete, skip_bad_shards=skip_bad_shards, tasks=tasks)
-    return StoreFeed(source, cfg, device, rank, world, stream_state, elastic)
+    return StoreFeed(source, cfg, device, rank, world, stream_state, elastic, allow_incomplete)
