@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 import torch
 
@@ -45,7 +45,7 @@ class StoreFeed:
         self.manifest_hash = source.manifest_hash
         self.tasks: list[int] | None = list(source.tasks)
 
-    def batches(self, start_step: int) -> Iterator[dict[str, Any]]:
+    def batches(self, start_step: int) -> Generator[dict[str, Any], None, None]:
         cfg = self.cfg
         stream = UnitStream(self.source, cfg.seed, self.rank, self.world, cfg.workers, self._positions,
                             first_worker=start_step % self.workers)
@@ -54,7 +54,7 @@ class StoreFeed:
         paints = self.source.content == "labels"
         return self._serve(iter(loader), paints)
 
-    def _serve(self, loader: Iterator[dict[str, Any]], paints: bool) -> Iterator[dict[str, Any]]:
+    def _serve(self, loader: Iterator[dict[str, Any]], paints: bool) -> Generator[dict[str, Any], None, None]:
         for batch in loader:
             batch = views_on_device(batch, self.device)  # a no-op unless a labels store paints on the device
             self.positions[batch["pos"][0]] = list(batch["pos"][1:])
@@ -88,7 +88,7 @@ class EngineFeed:
         self.engine_config_hash = source.engine_config_hash
         self.manifest_hash = source.manifest_hash
 
-    def batches(self, start_step: int) -> Iterator[dict[str, Any]]:
+    def batches(self, start_step: int) -> Generator[dict[str, Any], None, None]:
         step = start_step
         while True:
             t0 = self.source.render_seconds

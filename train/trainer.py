@@ -237,6 +237,7 @@ def pretrain(
             if done == stop_after:
                 break
     finally:
+        batches.close()  # ends the loader workers now, not at garbage collection
         stop.restore()
         con.close()
         if runlog is not None:
