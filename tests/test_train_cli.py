@@ -200,3 +200,50 @@ def test_skip_bad_shards_through_the_cli_is_counted_in_the_log(tmp_path):
     assert sum(x.get("skipped_shards", 0) for x in log) >= 1
     assert 2 not in {i for x in log for i in x["indices"][0]}
     assert "skipped shards 1" in r.output
+
+
+# -- run directories (train/rundir.py wired into the trainer's start) ---------------------------
+
+def test_a_run_directory_holding_a_run_is_refused_kept_or_moved_aside(store32, tmp_path):
+    run = tmp_path / "r"
+    base = ["pretrain", "--store", str(store32), "--out", str(run), *TINY]
+    assert _cli(base).exit_code == 0
+    log_before = (run / "log.jsonl").read_bytes()
+    r = _cli(base)
+    assert r.exit_code == 1 and f"{run} already holds a run" in r.output and "--resume" in r.output and "--overwrite" in r.output
+    assert "Traceback" not in r.output and (run / "log.jsonl").read_bytes() == log_before  # nothing touched
+    r = _cli(base + ["--overwrite", "--steps", "2"])
+    assert r.exit_code == 0 and "--overwrite: the old run" in r.output, r.output
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("r.old-")]
+    assert len(aside) == 1 and (aside[0] / "log.jsonl").read_bytes() == log_before
+    assert (aside[0] / "checkpoints" / "step-000003" / "model.safetensors").is_file()
+    assert len([x for x in _log(run) if "loss" in x]) == 2 and (run / "checkpoints/latest").read_text().strip() == "step-000002"
+
+
+def test_resume_refuses_changed_settings_unless_allowed(store32, tmp_path):
+    run = tmp_path / "r"
+    base = ["pretrain", "--store", str(store32), "--out", str(run), *TINY]
+    assert _cli(base + ["--stop-after", "2"]).exit_code == 0
+    r = _cli(base + ["--resume", "--lr", "0.001", "--seed", "5"])
+    assert r.exit_code == 1 and "lr: 0.0002 -> 0.001" in r.output and "seed: 0 -> 5" in r.output, r.output
+    assert "--resume-with-changes lr,seed" in r.output and (run / "checkpoints/latest").read_text().strip() == "step-000002"
+    r = _cli(base + ["--resume", "--lr", "0.001", "--resume-with-changes", "nonsense"])
+    assert r.exit_code == 1 and "nonsense: unknown field" in r.output and "batch_size" in r.output, r.output
+    r = _cli(base + ["--resume", "--lr", "0.001", "--resume-with-changes", "lr"])
+    assert r.exit_code == 0 and "--resume-with-changes: lr 0.0002 -> 0.001" in r.output, r.output
+    assert (run / "checkpoints/latest").read_text().strip() == "step-000003"
+    assert json.loads((run / "run.json").read_text())["history"][-1]["changes"] == {"lr": [0.0002, 0.001]}
+
+
+def test_resume_drops_a_torn_log_line_and_cleans_temporaries(store32, tmp_path):
+    run = tmp_path / "r"
+    base = ["pretrain", "--store", str(store32), "--out", str(run), *TINY]
+    assert _cli(base + ["--stop-after", "2"]).exit_code == 0
+    with (run / "log.jsonl").open("a") as f:
+        f.write('{"step": 2, "loss": 3.1, "ta')  # a kill during the write
+    (run / "checkpoints" / ".tmp-step-000009").mkdir()
+    r = _cli(base + ["--resume"])
+    assert r.exit_code == 0, r.output
+    assert f"dropped a torn last line of {run / 'log.jsonl'}" in r.output and "removed 1 temporaries" in r.output
+    assert not (run / "checkpoints" / ".tmp-step-000009").exists()
+    assert [x["step"] for x in _log(run) if "loss" in x] == [0, 1, 2]

@@ -15,7 +15,7 @@ import torch
 from synthvox.core.errors import SynthvoxError
 
 __all__ = ["DeviceError", "setup_distributed", "is_distributed", "all_reduce_sum", "all_gather", "broadcast_object",
-           "teardown", "StopFlag"]
+           "barrier", "teardown", "StopFlag"]
 
 
 class DeviceError(SynthvoxError, ValueError):
@@ -68,6 +68,12 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     torch.distributed.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def barrier() -> None:
+    """Wait until every rank is here."""
+    if is_distributed():
+        torch.distributed.barrier()
 
 
 def teardown() -> None:

@@ -44,6 +44,7 @@ class StoreFeed:
         self.engine_config_hash = source.engine_config_hash
         self.manifest_hash = source.manifest_hash
         self.tasks: list[int] | None = list(source.tasks)
+        UnitStream(source, cfg.seed, rank, world, cfg.workers, self._positions)  # refuses too few units now
 
     def batches(self, start_step: int) -> Generator[dict[str, Any], None, None]:
         cfg = self.cfg

@@ -22,6 +22,7 @@ from synthvox.engine.config import EngineConfig, load_engine_config
 
 from .config import TrainConfig, load_train_config
 from .ddp import teardown
+from .rundir import SETTINGS_FIELDS, parse_fields
 from .runlog import ConsoleConfig
 from .trainer import pretrain
 
@@ -80,6 +81,11 @@ _OPTIONS = [
                  help="Stop with a checkpoint after this many steps (the schedule keeps --steps)."),
     click.option("--resume", is_flag=True, default=False, show_default="off",
                  help="Continue from RUN's latest checkpoint, exactly."),
+    click.option("--overwrite", is_flag=True, default=False, show_default="off",
+                 help="Start afresh in an --out that holds a run: the old run is moved aside to RUN.old-<time>, never deleted."),
+    click.option("--resume-with-changes", metavar="FIELD,...", show_default="none",
+                 help=f"With --resume: allow these recorded settings to differ ({', '.join(SETTINGS_FIELDS)}); "
+                      "any other difference is refused."),
     click.option("--elastic", is_flag=True, default=False, show_default="off",
                  help="Allow resuming with another world size or worker count (restarts the stream at the next epoch)."),
     click.option("--device", type=click.Choice(["cpu", "cuda"]), show_default="cuda if available, else cpu",
@@ -148,7 +154,8 @@ def run_options(kw: dict[str, Any], log: Callable[[str], None] = print, probe_fa
     summary = pretrain(Path(kw["out"]), cfg, kw.get("store"), resume=kw["resume"], elastic=kw["elastic"],
                        device=kw.get("device"), engine_cfg=ecfg, stop_after=kw.get("stop_after"), log=log,
                        console=console, probe_hook=hook, allow_incomplete=kw["allow_incomplete"],
-                       skip_bad_shards=kw["skip_bad_shards"])
+                       skip_bad_shards=kw["skip_bad_shards"], overwrite=kw.get("overwrite", False),
+                       resume_with_changes=parse_fields(kw.get("resume_with_changes")))
     if summary["rank"] == 0:
         log(json.dumps(summary))
     return summary

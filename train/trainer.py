@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from synthvox.core.atomic import write_json
-from synthvox.core.errors import SynthvoxError
 from synthvox.engine.config import EngineConfig
 from synthvox.engine.schema import SCHEMA_VERSION
 from synthvox.engine.seeds import torch_generator
@@ -27,19 +26,16 @@ from synthvox.engine.seeds import torch_generator
 from .augment import augment_batch, centre_crop, minmax, random_crop, to_float_views, validate_crop
 from .checkpoint import file_sha256, load_state, load_weights, resolve_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .ddp import StopFlag, all_gather, all_reduce_sum, broadcast_object, setup_distributed
+from .ddp import StopFlag, all_gather, all_reduce_sum, barrier, broadcast_object, setup_distributed
 from .feed import open_feed
 from .loss import VoxelContrastiveLoss
 from .model import build_model, default_taps, init_weights, tap_channels, tap_stride
+from .rundir import RunDirError, prepare_run_dir, run_settings
 from .runlog import Console, ConsoleConfig, RunLog
 
 __all__ = ["lr_at", "Pretrainer", "build_pretrainer", "pretrain", "validate", "RunDirError"]
 
 ProbeHook = Callable[[nn.Module, int], dict[str, float]]
-
-
-class RunDirError(SynthvoxError, OSError):
-    """The run directory cannot be used; the message names it and says what to do."""
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -104,6 +100,8 @@ def pretrain(
     probe_hook: ProbeHook | None = None,
     allow_incomplete: bool = False,
     skip_bad_shards: bool = False,
+    overwrite: bool = False,
+    resume_with_changes: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Train for cfg.steps steps (or until SIGTERM) and return a summary dict (the same on every rank,
     but `rank`, `params_sha256`).
@@ -112,6 +110,8 @@ def pretrain(
     of cfg.steps, e.g. for jobs with a time limit that `--resume` later. probe_hook: called
     by rank 0 at every validation with the UNet; its values go into the validation record.
     `weights_sha256` is the sha256 of the last written model.safetensors (equal to `sha256sum`).
+    A run directory holding a run is refused unless `resume` (its recorded settings must match,
+    but `resume_with_changes` fields) or `overwrite` (the old run is moved aside): `train.rundir`.
     """
     rank, world, _, dev = setup_distributed(device, cfg.dist_timeout_s)
     out = Path(out)
@@ -123,14 +123,27 @@ def pretrain(
     # resume: the checkpoint's state first (the stream position and tasks open the feed)
     start, state = 0, None
     ckpt = resolve_checkpoint(out) if resume and (out / "checkpoints" / "latest").is_file() else None
-    if resume and ckpt is None:
-        say(f"--resume: no checkpoint in {out} yet, starting from step 0")
     if ckpt is not None:
         state = load_state(ckpt)
         start = int(state["step"])
     feed = open_feed(cfg, store, dev, rank, world, engine_cfg=engine_cfg, stream_state=(state or {}).get("stream"),
                      elastic=elastic, allow_incomplete=allow_incomplete, skip_bad_shards=skip_bad_shards)
     crop = validate_crop(cfg.crop, feed.volume_shape, cfg.divisor, str(store or "the engine config"))
+    # the run directory: refused when it holds a run (unless --resume / --overwrite), settings compared on
+    # --resume. Every rank checks the untouched directory first (so all refuse together, none waits in a
+    # collective); then rank 0 alone checks again and moves, cleans and records; the others wait for it
+    settings = run_settings(cfg, store_manifest_hash=feed.manifest_hash, engine_config_hash=feed.engine_config_hash,
+                            world_size=world)
+    allow = tuple(resume_with_changes) + (("world_size",) if elastic else ())
+    prepare_run_dir(out, resume=resume, overwrite=overwrite, settings=settings, allow_changes=allow, rank0=False)
+    barrier()
+    prep = prepare_run_dir(out, resume=resume, overwrite=overwrite, settings=settings, allow_changes=allow, rank0=True) \
+        if is_main else None
+    barrier()
+    for note in prep.notes if prep is not None else ():
+        say(note)
+    if resume and prep is not None and prep.resumed and ckpt is None:
+        say(f"--resume: no checkpoint in {out} yet, starting from step 0")
 
     net = build_pretrainer(cfg, feed.views).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
