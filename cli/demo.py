@@ -157,7 +157,7 @@ def run_demo(out: str | Path = "out/demo", *, quick: bool = False, settings: Dem
     run_dir = out / "run"
     tcfg = TrainConfig(steps=s.steps, crop=s.crop, widths=s.widths, workers=0, warmup_steps=min(20, s.steps),
                        ckpt_every=max(1, s.steps), val_samples=0, n_voxels=256 if quick else 512)
-    st.run(f"pretrain ({s.steps} steps, CPU)", lambda: pretrain(run_dir, tcfg, store, log=lambda m: None))
+    st.run(f"pretrain ({s.steps} steps, CPU)", lambda: pretrain(run_dir, tcfg, store, overwrite=True, log=lambda m: None))
     log = [json.loads(l) for l in (run_dir / "log.jsonl").read_text().splitlines() if '"loss"' in l]
     if log:
         k = max(1, len(log) // 10)

@@ -1,50 +1,39 @@
-"""`synthvox pretrain` (one process; torchrun train/pretrain.py for DDP) and `synthvox plot-log`."""
+"""`synthvox pretrain` (one process; the same options as torchrun train/pretrain.py) and `synthvox plot-log`."""
 from __future__ import annotations
 
-import argparse
-import json
+from typing import Any
 
 import click
+
+from synthvox.train.options import pretrain_options
 
 __all__ = ["pretrain", "plot_log"]
 
 
 @click.command("pretrain")
-@click.option("--store", type=click.Path(file_okay=False), help="Store directory (synthvox synth-shards).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory: checkpoints/, log.jsonl, config.json.")
-@click.option("--config", type=click.Path(dir_okay=False), help="YAML config (train: and engine: sections); flags override it.")
-@click.option("--steps", type=int, help="Optimizer steps.")
-@click.option("--crop", type=int, help="Random cubic crop side (a multiple of 2**depth).")
-@click.option("--batch-size", type=int, help="Samples (each with all its views) per step.")
-@click.option("--lr", type=float)
-@click.option("--workers", type=int, help="DataLoader workers (store source).")
-@click.option("--seed", type=int)
-@click.option("--source", type=click.Choice(["store", "engine"]), help="Stream a store or render on the fly.")
-@click.option("--format", "format_", type=click.Choice(["auto", "wds", "zarr"]), help="Store format to read.")
-@click.option("--val-samples", type=int, help="Held-out samples (the store's last indices).")
-@click.option("--val-every", type=int)
-@click.option("--ckpt-every", type=int)
-@click.option("--n-voxels", type=int, help="Sampled voxels per view per tap.")
-@click.option("--widths", help="UNet widths, comma-separated (default 16,32,64,128,256).")
-@click.option("--no-augment", is_flag=True)
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
-@click.option("--tensorboard", is_flag=True, help="Also log to RUN/tb (if tensorboard is installed).")
-@click.option("--resume", is_flag=True, help="Continue from RUN's latest checkpoint, exactly.")
-@click.option("--elastic", is_flag=True, help="Allow resuming with another world size or worker count.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]))
-@click.option("--size", type=int, help="Engine source: volume side.")
-@click.option("--stop-after", type=int, help="Stop with a checkpoint after this many steps (schedule keeps --steps).")
-def pretrain(**kw) -> None:
+@pretrain_options
+def pretrain(**kw: Any) -> None:
     """Contrastive pretraining in this process. For several GPUs/processes:
-    torchrun --nproc_per_node=G train/pretrain.py (same options)."""
-    from synthvox.train.pretrain import config_from_args
-    from synthvox.train.pretrain import pretrain as run
+    torchrun --nproc_per_node=G train/pretrain.py (same options), or
+    torchrun --nproc_per_node=G -m synthvox.cli.main pretrain (also with --probes)."""
+    from synthvox.train.options import run_options
 
-    ns = argparse.Namespace(**{("format" if k == "format_" else "compile" if k == "compile_" else k): v for k, v in kw.items()})
-    cfg, ecfg = config_from_args(ns)
-    summary = run(ns.out, cfg, ns.store, resume=ns.resume, elastic=ns.elastic, device=ns.device, engine_cfg=ecfg,
-                  stop_after=ns.stop_after, log=click.echo)
-    click.echo(json.dumps(summary))
+    run_options(kw, log=click.echo, probe_factory=_probe_hook)
+
+
+def _probe_hook(cfg: Any, kw: dict[str, Any]) -> Any:
+    """The representation probes (synthvox.downstream.probes) as the trainer's validation hook."""
+    from synthvox.downstream.probes import ProbeConfig, make_probe_hook
+
+    size = int(kw["probe_size"])
+    # the probe crop: a multiple of the network's size divisor between half the probe side and the side
+    crops = [c for c in range(cfg.divisor, size, cfg.divisor) if c > size / 2]
+    if not crops:
+        raise click.BadParameter(f"{size}: no crop of a multiple of {cfg.divisor} lies between half of it and it; "
+                                 f"pass a larger --probe-size", param_hint="--probe-size")
+    pcfg = ProbeConfig(size=size, crop=min(crops, key=lambda c: abs(c - 2 * size / 3)), samples=int(kw["probe_samples"]),
+                       registration=bool(kw["probe_real"]), pca=bool(kw["probe_real"]))
+    return make_probe_hook(pcfg, {"taps": list(cfg.taps) if cfg.taps else None})
 
 
 @click.command("plot-log")
@@ -52,7 +41,7 @@ def pretrain(**kw) -> None:
 @click.option("--out", type=click.Path(dir_okay=False), help="PNG path (default RUN/loss.png).")
 @click.option("--smooth", type=int, default=10, show_default=True, help="Running-mean window, steps.")
 def plot_log(run: str, out: str | None, smooth: int) -> None:
-    """Plot the loss curves of RUN (its log.jsonl) as a PNG."""
+    """Plot the loss curves of RUN (its log.jsonl) as a PNG, with the probe values when the run logged them."""
     from synthvox.train.plot import plot_log as plot
 
     path = plot(run, out, smooth)

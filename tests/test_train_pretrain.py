@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import signal
-import socket
 import tarfile
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +15,11 @@ import torch
 from synthvox.train.data import DataError
 from synthvox.train.pretrain import lr_at, pretrain
 
+from helpers.procs import FORK, child as _child, free_port as _free_port, reap as _reap, run_ranks
 from helpers.stores import make_store
 from helpers.train import tiny_train_config
 
 QUIET = lambda msg: None  # noqa: E731
-FORK = mp.get_context("fork")
 
 
 @pytest.fixture(scope="module")
@@ -32,29 +29,6 @@ def store32(tmp_path_factory):
 
 def _log(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
-
-
-def _child(q, tag, fn, *args) -> None:
-    """Body of a forked child: put (tag, "ok"|"err", value) on q, then leave at once (os._exit), so no
-    atexit handler inherited from the pytest process can keep the child alive."""
-    code = 0
-    try:
-        q.put((tag, "ok", fn(*args)))
-    except BaseException as e:  # noqa: BLE001 - report everything to the parent
-        q.put((tag, "err", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
-        code = 1
-    finally:
-        q.close()
-        q.join_thread()
-        os._exit(code)
-
-
-def _reap(procs) -> None:
-    for p in procs:
-        p.join(10)
-        if p.is_alive():
-            p.kill()
-            p.join()
 
 
 def _in_fork(fn, args, timeout: float):
@@ -124,28 +98,8 @@ def _ddp_rank(rank: int, world: int, port: int, run: str, store: str, steps: int
         torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_ddp(run: Path, store: Path, steps: int, workers: int, timeout: float) -> list[dict]:
-    port = _free_port()
-    q = FORK.Queue()
-    procs = [FORK.Process(target=_child, args=(q, r, _ddp_rank, r, 2, port, str(run), str(store), steps, workers))
-             for r in range(2)]
-    for p in procs:
-        p.start()
-    results = {}
-    try:
-        for _ in range(2):
-            rank, kind, value = q.get(timeout=timeout)
-            assert kind == "ok", value
-            results[rank] = value
-    finally:
-        _reap(procs)
-    return [results[0], results[1]]
+    return run_ranks(_ddp_rank, 2, (str(run), str(store), steps, workers), timeout)
 
 
 def _check_ddp(run: Path, res: list[dict], steps: int) -> list[dict]:

@@ -7,4 +7,5 @@
 Submodules are imported explicitly (nothing heavy at package import).
 """
 
-__all__ = ["model", "heads", "loss", "augment", "config", "data", "checkpoint", "pretrain", "plot"]
+__all__ = ["model", "heads", "loss", "augment", "config", "data", "feed", "ddp", "runlog", "trainer", "options", "checkpoint",
+           "pretrain", "plot"]

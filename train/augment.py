@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch.nn import functional as F
 
 from synthvox.core.configbase import require
 
-__all__ = ["AugmentConfig", "validate_crop", "random_crop", "augment_batch", "to_float_views", "minmax"]
+__all__ = ["AugmentConfig", "validate_crop", "random_crop", "centre_crop", "augment_batch", "to_float_views", "minmax"]
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,23 @@ def minmax(x: torch.Tensor, dims: tuple[int, ...] = (-3, -2, -1)) -> torch.Tenso
 
 def random_crop(views: torch.Tensor, labels: torch.Tensor, crop: tuple[int, int, int], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random crop of `(B, V, D, H, W)` views and `(B, D, H, W)` labels, per sample."""
-    b = views.shape[0]
-    shape = views.shape[-3:]
-    if tuple(crop) == tuple(shape):
+    if tuple(crop) == tuple(views.shape[-3:]):
         return views, labels
+    return _crop(views, labels, crop, lambda s, c: int(torch.randint(0, s - c + 1, (1,), generator=generator)))
+
+
+def centre_crop(views: torch.Tensor, labels: torch.Tensor, crop: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The centre crop of `(B, V, D, H, W)` views and `(B, D, H, W)` labels (validation)."""
+    return _crop(views, labels, crop, lambda s, c: (s - c) // 2)
+
+
+def _crop(views: torch.Tensor, labels: torch.Tensor, crop: tuple[int, int, int], offset: Callable[[int, int], int]
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop each sample at `offset(side, crop)` per axis (called in sample, then axis order)."""
+    shape = views.shape[-3:]
     vs, ls = [], []
-    for i in range(b):
-        o = [int(torch.randint(0, s - c + 1, (1,), generator=generator)) for s, c in zip(shape, crop)]
+    for i in range(views.shape[0]):
+        o = [offset(s, c) for s, c in zip(shape, crop)]
         sl = (slice(o[0], o[0] + crop[0]), slice(o[1], o[1] + crop[1]), slice(o[2], o[2] + crop[2]))
         vs.append(views[i][(slice(None),) + sl])
         ls.append(labels[i][sl])
