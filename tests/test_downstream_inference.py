@@ -24,8 +24,10 @@ def _model(norm: str = "batch", seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("norm", ["batch", "none"])
-def test_fused_forward_equals_the_model(norm):
+@pytest.mark.parametrize("norm, onednn", [("batch", True), ("none", True), ("batch", False)])
+def test_fused_forward_equals_the_model(norm, onednn, monkeypatch):
+    if not onednn:  # the plain-torch path (GPUs, builds without oneDNN)
+        monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
     model = _model(norm)
     x = torch.rand(1, 1, 12, 16, 8, generator=torch.Generator().manual_seed(1))
     fwd = fused_forward(model)
