@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         body += ("\n\nSpeed target (<= 60 s, 2 cores; the network forwards use the torch threads above, the "
                  "affine/convex/Adam stages RegistrationConfig.opt_threads = 1):\n\n" + fmt_table([run_large(args.ckpt)]))
     record("Registration (Colin27, known warp, inverted contrast)", body,
+           command="python -m benchmarks.bench_registration " + " ".join(argv if argv is not None else sys.argv[1:]),
            notes=f"torch threads {args.threads}; network = --ckpt {args.ckpt}"
                  + (" (untrained random init: 'net' numbers say nothing about pretrained features)" if args.ckpt == "random" else "")
                  + "; shared CPU, other engineers' jobs were running")

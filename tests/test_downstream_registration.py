@@ -350,6 +350,26 @@ def test_same_call_gives_the_same_field_bit_for_bit(pair, tmp_path):
     assert runs[0].coords.tobytes() == np.load(tmp_path / "c.npy").tobytes()
 
 
+@pytest.mark.parametrize("kw, kept", [({"affine_min_gain": 0.0}, True), ({"affine_min_gain": 1.0}, False),
+                                      ({"affine": False}, False)])
+def test_same_call_same_field_with_and_without_the_affine_kept(pair, kw, kept):
+    """Bit-for-bit repeatable whichever way the affine decision goes (kept, fitted and dropped,
+    not run), for the field, the warped image and the affine."""
+    img, lab, mimg, mlab = pair
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runs = [register_volumes(Volume(img, np.eye(4)), Volume(1.0 - mimg, np.eye(4)),
+                                 RegistrationConfig(features="mind", **kw)) for _ in range(2)]
+    finally:
+        torch.set_num_threads(old)
+    assert runs[0].info["affine"]["kept"] is kept
+    if kept:
+        assert not np.array_equal(runs[0].affine_voxels, np.eye(4))
+    for name in ("coords", "disp_world", "disp_voxels", "warped", "affine_voxels"):
+        assert getattr(runs[0], name).tobytes() == getattr(runs[1], name).tobytes(), name
+
+
 def test_labels_need_their_partner_and_case_id(tmp_path):
     from synthvox.cli.downstream_cmds import register
     from synthvox.downstream.registration.run import case_id

@@ -12,7 +12,7 @@ velocity field integrated by scaling and squaring). Features: `net`, `mind`
 choice), `intensity`. Defaults were tuned without ROI masks; masks are optional.
 
 Speed (160x192x160, 2-core CPU): features are pooled to the finest stage level as soon as
-they exist (MIND-SSC on the image pooled by 2 there), the network runs channels-last, the
+they exist (MIND-SSC on the image pooled by 2 there), the network runs folded and fused (downstream/inference.py), the
 convex cost volume is one batched matrix product per offset row, the Adam stage runs on the
 principal feature channels (99.9% of the variance), and the iterative stages use one torch
 thread (`opt_threads`). Per-stage wall and CPU seconds: `RegistrationResult.seconds` /
