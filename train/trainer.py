@@ -24,7 +24,7 @@ from synthvox.engine.schema import SCHEMA_VERSION
 from synthvox.engine.seeds import torch_generator
 
 from .augment import augment_batch, centre_crop, minmax, random_crop, to_float_views, validate_crop
-from .checkpoint import file_sha256, load_state, load_weights, resolve_checkpoint, save_checkpoint
+from .checkpoint import load_record, load_state, load_weights, resolve_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .ddp import StopFlag, all_gather, all_reduce_sum, barrier, broadcast_object, setup_distributed
 from .feed import open_feed
@@ -256,7 +256,8 @@ def pretrain(
         if runlog is not None:
             runlog.close()
     latest = last_saved[0] if last_saved else (resolve_checkpoint(out) if is_main and (out / "checkpoints" / "latest").is_file() else None)
-    sha = file_sha256(latest / "model.safetensors") if is_main and latest is not None else None
+    # the record holds the written file's sha256 (save_checkpoint hashed it): no second read of the weights
+    sha = load_record(latest).get("sha256") if is_main and latest is not None else None
     return {"out": str(out), "start": start, "steps": done, "stopped": stopped,
             "seconds": time.perf_counter() - t_start, "world_size": world, "rank": rank,
             "weights_sha256": broadcast_object(sha), "params_sha256": _params_hash(net)}
